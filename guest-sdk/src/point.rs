@@ -1,0 +1,361 @@
+//! The point a transform sees and edits.
+
+use boulder_batch::{Batch, FieldRecord, FieldValue, Format, PointRecord, PointRef, Span, TagRecord};
+
+/// One point, editable in place.
+///
+/// Reading allocates nothing: strings are borrowed from the batch. Setting a string
+/// appends it to the batch once; setting a string to its current value costs a
+/// comparison. Tags and fields keep their order; `set_*` replaces the first entry
+/// with the same key or appends a new one.
+pub struct Point<'a> {
+    // The output batch; the point being edited is always its last point, so its tags
+    // and fields are the last entries of `batch.tags` and `batch.fields` and can grow
+    // or shrink in place.
+    batch: &'a mut Batch,
+    // The input point, which `split` copies again.
+    input: &'a Batch,
+    input_index: usize,
+}
+
+impl<'a> Point<'a> {
+    /// Starts editing a copy of `input`'s point `input_index`, appended to `batch`.
+    pub(crate) fn copy_of(batch: &'a mut Batch, input: &'a Batch, input_index: usize) -> Point<'a> {
+        push_copy(batch, input, input_index);
+        Point {
+            batch,
+            input,
+            input_index,
+        }
+    }
+
+    fn index(&self) -> usize {
+        self.batch.points.len() - 1
+    }
+
+    fn record(&self) -> &PointRecord {
+        &self.batch.points[self.index()]
+    }
+
+    fn record_mut(&mut self) -> &mut PointRecord {
+        let i = self.index();
+        &mut self.batch.points[i]
+    }
+
+    fn view(&self) -> PointRef<'_> {
+        self.batch.point(self.index())
+    }
+
+    /// Appends `s` unless `current` already holds it, and returns its span.
+    fn intern(&mut self, current: Span, s: &str) -> Span {
+        if self.batch.str(current) == s {
+            current
+        } else {
+            self.batch.push_str(s)
+        }
+    }
+
+    // ---- measurement, timestamp, context ----
+
+    /// The measurement (metric name).
+    pub fn measurement(&self) -> &str {
+        self.batch.str(self.record().measurement)
+    }
+
+    /// Renames the measurement.
+    pub fn set_measurement(&mut self, measurement: &str) {
+        let span = self.intern(self.record().measurement, measurement);
+        self.record_mut().measurement = span;
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub fn timestamp_ns(&self) -> i64 {
+        self.record().timestamp_ns
+    }
+
+    /// Sets the timestamp, in nanoseconds since the Unix epoch.
+    pub fn set_timestamp_ns(&mut self, timestamp_ns: i64) {
+        self.record_mut().timestamp_ns = timestamp_ns;
+    }
+
+    /// The Kafka topic the point was read from (or the name given to
+    /// `boulder transform --topic`).
+    pub fn source_topic(&self) -> &str {
+        self.view().source_topic()
+    }
+
+    /// The wire format the point was decoded from.
+    pub fn format(&self) -> Format {
+        // The SDK validates every batch, so the format code is known.
+        self.view().format().unwrap_or(Format::InfluxLine)
+    }
+
+    /// The tenant the router assigned; empty while routing.
+    pub fn tenant(&self) -> &str {
+        self.batch.str(self.record().tenant)
+    }
+
+    /// Assigns the point to a tenant. Only the router's answer counts; in a
+    /// tenant's chain the host ignores a change.
+    pub fn set_tenant(&mut self, tenant: &str) {
+        let span = self.intern(self.record().tenant, tenant);
+        self.record_mut().tenant = span;
+    }
+
+    // ---- tags ----
+
+    /// The tags, as `(key, value)`, in order.
+    pub fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        let batch: &Batch = self.batch;
+        batch
+            .tags_of(self.record())
+            .iter()
+            .map(move |t| (batch.str(t.key), batch.str(t.value)))
+    }
+
+    /// The value of the first tag with this key.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Number of tags.
+    pub fn tag_count(&self) -> usize {
+        self.record().tags.len as usize
+    }
+
+    /// The tag at `index`, as `(key, value)`.
+    ///
+    /// # Panics
+    /// If `index >= tag_count()`.
+    pub fn tag_at(&self, index: usize) -> (&str, &str) {
+        let t = self.tag_record(index);
+        (self.batch.str(t.key), self.batch.str(t.value))
+    }
+
+    /// Sets the value of the first tag with this key, or adds the tag.
+    pub fn set_tag(&mut self, key: &str, value: &str) {
+        let found = self.tags().position(|(k, _)| k == key);
+        match found {
+            Some(i) => self.set_tag_value_at(i, value),
+            None => {
+                let (key, value) = (self.batch.push_str(key), self.batch.push_str(value));
+                self.batch.tags.push(TagRecord { key, value });
+                self.record_mut().tags.len += 1;
+            }
+        }
+    }
+
+    /// Renames the tag at `index`.
+    pub fn set_tag_key_at(&mut self, index: usize, key: &str) {
+        let span = self.intern(self.tag_record(index).key, key);
+        self.tag_record_mut(index).key = span;
+    }
+
+    /// Changes the value of the tag at `index`.
+    pub fn set_tag_value_at(&mut self, index: usize, value: &str) {
+        let span = self.intern(self.tag_record(index).value, value);
+        self.tag_record_mut(index).value = span;
+    }
+
+    /// Removes the first tag with this key; returns whether there was one.
+    pub fn remove_tag(&mut self, key: &str) -> bool {
+        let found = self.tags().position(|(k, _)| k == key);
+        match found {
+            Some(i) => {
+                self.remove_tag_at(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the tag at `index`.
+    pub fn remove_tag_at(&mut self, index: usize) {
+        let absolute = self.tag_absolute(index);
+        self.batch.tags.remove(absolute);
+        self.record_mut().tags.len -= 1;
+    }
+
+    /// Keeps only the tags for which `keep(key, value)` is true.
+    pub fn retain_tags(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        let mut i = 0;
+        while i < self.tag_count() {
+            let (k, v) = self.tag_at(i);
+            if keep(k, v) {
+                i += 1;
+            } else {
+                self.remove_tag_at(i);
+            }
+        }
+    }
+
+    fn tag_absolute(&self, index: usize) -> usize {
+        let tags = self.record().tags;
+        assert!(index < tags.len as usize, "tag index {index} out of range");
+        tags.start as usize + index
+    }
+
+    fn tag_record(&self, index: usize) -> TagRecord {
+        self.batch.tags[self.tag_absolute(index)]
+    }
+
+    fn tag_record_mut(&mut self, index: usize) -> &mut TagRecord {
+        let i = self.tag_absolute(index);
+        &mut self.batch.tags[i]
+    }
+
+    // ---- fields ----
+
+    /// The fields, as `(key, value)`, in order.
+    pub fn fields(&self) -> impl ExactSizeIterator<Item = (&str, FieldValue<'_>)> + '_ {
+        let batch: &Batch = self.batch;
+        batch
+            .fields_of(self.record())
+            .iter()
+            .map(move |f| (batch.str(f.key), batch.field_value(f)))
+    }
+
+    /// The value of the first field with this key.
+    pub fn field(&self, key: &str) -> Option<FieldValue<'_>> {
+        self.fields().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Number of fields.
+    pub fn field_count(&self) -> usize {
+        self.record().fields.len as usize
+    }
+
+    /// The field at `index`, as `(key, value)`.
+    ///
+    /// # Panics
+    /// If `index >= field_count()`.
+    pub fn field_at(&self, index: usize) -> (&str, FieldValue<'_>) {
+        let f = self.field_record(index);
+        (self.batch.str(f.key), self.batch.field_value(&f))
+    }
+
+    /// Sets the value of the first field with this key, or adds the field.
+    pub fn set_field(&mut self, key: &str, value: FieldValue<'_>) {
+        let found = self.fields().position(|(k, _)| k == key);
+        match found {
+            Some(i) => self.set_field_value_at(i, value),
+            None => {
+                let key = self.batch.push_str(key);
+                let (kind, bits) = self.batch.field_bits(value);
+                self.batch.fields.push(FieldRecord {
+                    key,
+                    kind: kind as u32,
+                    bits,
+                });
+                self.record_mut().fields.len += 1;
+            }
+        }
+    }
+
+    /// Renames the field at `index`.
+    pub fn set_field_key_at(&mut self, index: usize, key: &str) {
+        let span = self.intern(self.field_record(index).key, key);
+        self.field_record_mut(index).key = span;
+    }
+
+    /// Changes the value of the field at `index`.
+    pub fn set_field_value_at(&mut self, index: usize, value: FieldValue<'_>) {
+        let (kind, bits) = self.batch.field_bits(value);
+        let field = self.field_record_mut(index);
+        field.kind = kind as u32;
+        field.bits = bits;
+    }
+
+    /// Removes the first field with this key; returns whether there was one.
+    pub fn remove_field(&mut self, key: &str) -> bool {
+        let found = self.fields().position(|(k, _)| k == key);
+        match found {
+            Some(i) => {
+                self.remove_field_at(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the field at `index`.
+    pub fn remove_field_at(&mut self, index: usize) {
+        let absolute = self.field_absolute(index);
+        self.batch.fields.remove(absolute);
+        self.record_mut().fields.len -= 1;
+    }
+
+    /// Keeps only the fields for which `keep(key, value)` is true.
+    pub fn retain_fields(&mut self, mut keep: impl FnMut(&str, FieldValue<'_>) -> bool) {
+        let mut i = 0;
+        while i < self.field_count() {
+            let (k, v) = self.field_at(i);
+            if keep(k, v) {
+                i += 1;
+            } else {
+                self.remove_field_at(i);
+            }
+        }
+    }
+
+    fn field_absolute(&self, index: usize) -> usize {
+        let fields = self.record().fields;
+        assert!(index < fields.len as usize, "field index {index} out of range");
+        fields.start as usize + index
+    }
+
+    fn field_record(&self, index: usize) -> FieldRecord {
+        self.batch.fields[self.field_absolute(index)]
+    }
+
+    fn field_record_mut(&mut self, index: usize) -> &mut FieldRecord {
+        let i = self.field_absolute(index);
+        &mut self.batch.fields[i]
+    }
+
+    // ---- splitting ----
+
+    /// Keeps the point as it is now and starts another copy of the *input* point:
+    /// later edits change the new copy only. Call it once per extra point wanted; the
+    /// verdict returned by `process` applies to all of them.
+    ///
+    /// ```
+    /// # use boulder_guest_sdk::{Point, Verdict};
+    /// // One point per field: `m a=1,b=2` becomes `m a=1` and `m b=2`.
+    /// fn one_field_each(point: &mut Point<'_>) -> Verdict {
+    ///     for i in 0..point.field_count() {
+    ///         if i > 0 {
+    ///             point.split();
+    ///         }
+    ///         let mut index = 0;
+    ///         point.retain_fields(|_, _| { index += 1; index - 1 == i });
+    ///     }
+    ///     Verdict::Keep
+    /// }
+    /// # let _ = one_field_each;
+    /// ```
+    pub fn split(&mut self) {
+        push_copy(self.batch, self.input, self.input_index);
+    }
+}
+
+/// Appends a copy of `input`'s point `index` to `out`, whose arena starts with a copy
+/// of `input`'s arena (so the point's string spans stay valid).
+pub(crate) fn push_copy(out: &mut Batch, input: &Batch, index: usize) {
+    let point = input.points[index];
+    let tags_start = out.tags.len() as u32;
+    out.tags.extend_from_slice(input.tags_of(&point));
+    let fields_start = out.fields.len() as u32;
+    out.fields.extend_from_slice(input.fields_of(&point));
+    out.points.push(PointRecord {
+        tags: Span {
+            start: tags_start,
+            len: point.tags.len,
+        },
+        fields: Span {
+            start: fields_start,
+            len: point.fields.len,
+        },
+        ..point
+    });
+}

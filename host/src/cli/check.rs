@@ -1,0 +1,24 @@
+//! `boulder check`: validate a config and everything it names, then exit.
+
+use super::ConfigArg;
+use anyhow::Result;
+use boulder::config::Config;
+use boulder::runtime::{Chain, Router, Runtime, RuntimeSettings};
+
+pub fn run(args: ConfigArg) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    let runtime = Runtime::new(RuntimeSettings::from_config(&config))?;
+    let router = Router::load(&runtime, &config)?;
+    let mut stages = usize::from(router.is_some());
+    for tenant in &config.tenants {
+        stages += Chain::load(&runtime, &config, tenant)?.stages().len();
+    }
+    println!(
+        "{}: ok ({} tenants, {} stages{})",
+        args.config.display(),
+        config.tenants.len(),
+        stages,
+        if router.is_some() { ", with a router" } else { ", no router" }
+    );
+    Ok(())
+}

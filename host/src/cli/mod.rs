@@ -1,0 +1,57 @@
+//! Command-line interface: one module per subcommand.
+
+mod check;
+mod transform;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Boulder moves metrics from Kafka through tenants' WebAssembly transforms into
+/// InfluxDB-v2-compatible databases.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one tenant's chain (and optionally the router) over line protocol from a
+    /// file or stdin, print the kept points, and summarise the rest on stderr.
+    Transform(transform::TransformArgs),
+    /// Check a config: parse it, load and compile every component, run every
+    /// stage's `init` with its params, and exit.
+    Check(ConfigArg),
+}
+
+/// The `--config` option shared by subcommands.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(long, short, env = "BOULDER_CONFIG", default_value = "boulder.toml")]
+    config: PathBuf,
+}
+
+/// Runs a parsed command line.
+pub fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Transform(a) => transform::run(a),
+        Command::Check(a) => check::run(a),
+    }
+}
+
+/// Logs to stderr, one line per event with key=value fields. The level comes from
+/// `BOULDER_LOG` (or `RUST_LOG`), `info` by default.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("BOULDER_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}

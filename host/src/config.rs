@@ -1,0 +1,388 @@
+//! The config file: one TOML file that describes the whole deployment.
+//!
+//! Every table rejects unknown keys, every default is documented on its field, and
+//! [`Config::load`] checks the values that serde cannot (ranges, duplicates), naming
+//! the file and the key. `boulder.example.toml` at the top of the repository is the
+//! commented reference.
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A config problem, naming the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: cannot read: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key or value does not fit the schema. The
+    /// message from `toml` carries the line, column and key.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// What `toml` said, with the line and a snippet.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("config {path}: {key}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted key, e.g. `tenants[1].limits.memory`.
+        key: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The WebAssembly runtime, shared by every tenant.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// The router: assigns each point to its tenant(s). Optional for
+    /// `boulder transform`, which can run a tenant's chain alone.
+    pub router: Option<StageConfig>,
+    /// The tenants, each with its chain of transforms.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    /// The folder of the config file, against which relative paths are resolved.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The path the config was read from, for messages.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// `[runtime]`: the WebAssembly engine, one per process.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Where built-in components (`component = "validate"`) are found. Default:
+    /// `$BOULDER_COMPONENTS_DIR`, else `components/` beside the `boulder` binary or
+    /// one folder up (where `scripts/build-guests.sh` puts them in a checkout).
+    pub components_dir: Option<PathBuf>,
+    /// Where compiled components are cached, keyed by content hash and wasmtime
+    /// version. Default: `$XDG_CACHE_HOME/boulder`, else `~/.cache/boulder`.
+    pub cache_dir: Option<PathBuf>,
+    /// Whether to cache compiled components on disk at all. Default: true.
+    #[serde(default = "default_true")]
+    pub cache: bool,
+    /// Largest WebAssembly stack a guest may use. Default: 512 KiB. wasmtime sets
+    /// this per engine, so it applies to every tenant alike.
+    #[serde(default = "default_max_wasm_stack")]
+    pub max_wasm_stack: ByteSize,
+    /// Most guest instances alive at once, across all tenants. Default: 1000.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> RuntimeConfig {
+        RuntimeConfig {
+            components_dir: None,
+            cache_dir: None,
+            cache: true,
+            max_wasm_stack: default_max_wasm_stack(),
+            max_instances: default_max_instances(),
+        }
+    }
+}
+
+/// One transform: a component and its parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// A built-in name (`validate`, `normalize`, `flip-single-fields`, `route`) or
+    /// the path of a `.wasm` component, relative to the config file.
+    pub component: String,
+    /// Passed to the component's `init` as a JSON object. Default: empty.
+    #[serde(default)]
+    pub params: toml::Table,
+    /// Limits for the router (`[router]` only; a tenant's stages share the
+    /// tenant's `limits`). Default: see [`Limits`].
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+/// `[[tenants]]`: one tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The tenant's name: what the router answers, and a label in metrics and
+    /// dead letters. Letters, digits, `_`, `-` and `.`.
+    pub name: String,
+    /// The stages every point of this tenant goes through, in order. May be empty.
+    #[serde(default)]
+    pub chain: Vec<StageConfig>,
+    /// Sandbox limits for every stage of the chain.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Sandbox limits for a guest instance.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most linear memory one instance may have. Default: 64 MiB. At most 4 GiB.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    /// Wall-clock deadline for one batch through one stage, e.g. `"50ms"`.
+    /// Default: 1s. Measured with epoch ticks of 5 ms.
+    #[serde(default = "default_cpu_per_batch", with = "humantime_serde")]
+    pub cpu_per_batch: Duration,
+    /// An output batch may be at most this many times the size of its input (plus
+    /// 64 KiB), so a guest cannot flood what comes after it. Default: 8.
+    #[serde(default = "default_max_output_ratio")]
+    pub max_output_ratio: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory: default_memory(),
+            cpu_per_batch: default_cpu_per_batch(),
+            max_output_ratio: default_max_output_ratio(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_wasm_stack() -> ByteSize {
+    ByteSize::kib(512)
+}
+fn default_max_instances() -> u32 {
+    1000
+}
+fn default_memory() -> ByteSize {
+    ByteSize::mib(64)
+}
+fn default_cpu_per_batch() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_output_ratio() -> u32 {
+    8
+}
+
+/// The largest memory cap a tenant may ask for: wasm32's address space.
+pub const MAX_MEMORY: ByteSize = ByteSize::gib(4);
+
+impl Config {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks config text; `path` is used for messages and for resolving
+    /// relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.path = path.to_owned();
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.check()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let stack = self.runtime.max_wasm_stack.as_u64();
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&stack) {
+            return Err(self.invalid(
+                "runtime.max_wasm_stack",
+                format!("{} is outside 64 KiB..=64 MiB", self.runtime.max_wasm_stack),
+            ));
+        }
+        if self.runtime.max_instances == 0 {
+            return Err(self.invalid("runtime.max_instances", "must be at least 1"));
+        }
+        if let Some(router) = &self.router {
+            self.check_stage("router", router)?;
+            if let Some(limits) = &router.limits {
+                self.check_limits("router.limits", limits)?;
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            let key = format!("tenants[{i}]");
+            let valid = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+            if tenant.name.is_empty() || !tenant.name.chars().all(valid) {
+                return Err(self.invalid(
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} is not a tenant name: use letters, digits, '_', '-' and '.'",
+                        tenant.name
+                    ),
+                ));
+            }
+            if !names.insert(tenant.name.as_str()) {
+                return Err(self.invalid(
+                    format!("{key}.name"),
+                    format!("tenant {:?} is defined twice", tenant.name),
+                ));
+            }
+            for (j, stage) in tenant.chain.iter().enumerate() {
+                self.check_stage(&format!("{key}.chain[{j}]"), stage)?;
+                if stage.limits.is_some() {
+                    return Err(self.invalid(
+                        format!("{key}.chain[{j}].limits"),
+                        "a tenant's stages share the tenant's `limits`; set them there",
+                    ));
+                }
+            }
+            self.check_limits(&format!("{key}.limits"), &tenant.limits)?;
+        }
+        Ok(())
+    }
+
+    fn check_stage(&self, key: &str, stage: &StageConfig) -> Result<(), ConfigError> {
+        if stage.component.trim().is_empty() {
+            return Err(self.invalid(
+                format!("{key}.component"),
+                "is empty: name a built-in or a .wasm path",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_limits(&self, key: &str, limits: &Limits) -> Result<(), ConfigError> {
+        if limits.memory < ByteSize::mib(1) || limits.memory > MAX_MEMORY {
+            return Err(self.invalid(
+                format!("{key}.memory"),
+                format!("{} is outside 1 MiB..=4 GiB", limits.memory),
+            ));
+        }
+        if limits.cpu_per_batch < Duration::from_millis(1) {
+            return Err(self.invalid(format!("{key}.cpu_per_batch"), "must be at least 1ms"));
+        }
+        if limits.max_output_ratio == 0 {
+            return Err(self.invalid(format!("{key}.max_output_ratio"), "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The tenant with this name.
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The largest memory cap of any guest, which sizes the engine's memory pool.
+    pub fn largest_memory_limit(&self) -> ByteSize {
+        let router = self.router.iter().map(|r| r.limits.unwrap_or_default().memory);
+        let tenants = self.tenants.iter().map(|t| t.limits.memory);
+        router.chain(tenants).max().unwrap_or_else(default_memory)
+    }
+}
+
+/// A stage's `params` table as the JSON object its `init` receives.
+pub fn params_json(params: &toml::Table) -> String {
+    serde_json::to_string(params).expect("a TOML table is always valid JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/boulder/boulder.toml"))
+    }
+
+    #[test]
+    fn parses_a_full_config_with_defaults() {
+        let c = parse(
+            r#"
+            [router]
+            component = "route"
+            params = { default = "ops", rules = [{ tag = "tenant" }] }
+
+            [[tenants]]
+            name = "ops"
+            chain = [{ component = "validate" }, { component = "guests/x.wasm", params = { env = "prod" } }]
+            limits = { memory = "32MiB", cpu_per_batch = "50ms" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.base_dir, Path::new("/etc/boulder"));
+        let ops = c.tenant("ops").unwrap();
+        assert_eq!(ops.limits.memory, ByteSize::mib(32));
+        assert_eq!(ops.limits.cpu_per_batch, Duration::from_millis(50));
+        assert_eq!(ops.limits.max_output_ratio, 8);
+        assert_eq!(params_json(&ops.chain[1].params), r#"{"env":"prod"}"#);
+        assert_eq!(
+            params_json(&c.router.as_ref().unwrap().params),
+            r#"{"default":"ops","rules":[{"tag":"tenant"}]}"#
+        );
+        assert_eq!(c.runtime.max_wasm_stack, ByteSize::kib(512));
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_file_line_and_key() {
+        let err = parse("[[tenants]]\nname = \"a\"\nlimit = {}\n").unwrap_err().to_string();
+        assert!(err.starts_with("config /etc/boulder/boulder.toml:"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("unknown field `limit`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[[tenants]]\nname = \"a b\"", "tenants[0].name"),
+            ("[[tenants]]\nname = \"a\"\n[[tenants]]\nname = \"a\"", "defined twice"),
+            (
+                "[[tenants]]\nname = \"a\"\nlimits = { memory = \"8GiB\" }",
+                "tenants[0].limits.memory: 8.0 GiB is outside",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\nlimits = { cpu_per_batch = \"0s\" }",
+                "tenants[0].limits.cpu_per_batch",
+            ),
+            ("[router]\ncomponent = \" \"", "router.component: is empty"),
+            (
+                "[[tenants]]\nname = \"a\"\nchain = [{ component = \"v\", limits = {} }]",
+                "tenants[0].chain[0].limits",
+            ),
+            ("[runtime]\nmax_wasm_stack = \"1KiB\"", "runtime.max_wasm_stack"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_duration_is_a_parse_error_with_its_line() {
+        let err = parse("[[tenants]]\nname = \"a\"\n\n[tenants.limits]\ncpu_per_batch = \"fast\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5"), "{err}");
+    }
+}

@@ -1,0 +1,333 @@
+//! InfluxDB line protocol → [`Batch`].
+//!
+//! The whole grammar: `measurement[,tag=value...] field=value[,field=value...] [timestamp]`
+//! with backslash escapes (`,` and space in measurements; `,`, `=` and space in tag
+//! keys, tag values and field keys; `\\` for a backslash before those), quoted
+//! string fields with `\"` and `\\` (which may span lines), `i` and `u` integer
+//! suffixes, booleans in every spelling Influx accepts, floats in decimal or
+//! exponent form, an optional timestamp scaled by the configured precision, blank
+//! lines, `#` comments and `\r\n` endings. Points without a timestamp get the one
+//! the caller supplies (the Kafka message's, or the time of reading).
+//!
+//! Strings go straight into the batch's arena; a token with no backslash is copied
+//! once, with no intermediate allocation.
+
+use super::{DecodeError, Precision};
+use boulder_batch::{string_bits, Batch, FieldKind, Span};
+
+const MEASUREMENT_SPECIALS: &[u8] = b", ";
+const KEY_SPECIALS: &[u8] = b",= ";
+
+/// Decodes every line of `input` into `batch`, as points of `source`. Returns the
+/// lines that could not be decoded; the others are in the batch.
+pub fn decode(
+    input: &[u8],
+    precision: Precision,
+    default_timestamp_ns: i64,
+    source: u32,
+    batch: &mut Batch,
+) -> Vec<DecodeError> {
+    let mut errors = Vec::new();
+    let mut parser = Parser {
+        input,
+        pos: 0,
+        batch,
+    };
+    let mut line = 1;
+    while parser.pos < input.len() {
+        let start = parser.pos;
+        parser.skip_spaces();
+        match parser.peek() {
+            None => break,
+            Some(b'\n') => {
+                parser.pos += 1;
+                line += 1;
+                continue;
+            }
+            Some(b'\r') if parser.peek_at(1) == Some(b'\n') => {
+                parser.pos += 2;
+                line += 1;
+                continue;
+            }
+            Some(b'#') => {
+                parser.skip_line();
+                line += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
+        let mark = (
+            parser.batch.points.len(),
+            parser.batch.tags.len(),
+            parser.batch.fields.len(),
+            parser.batch.arena.len(),
+        );
+        let result = parser.point(precision, default_timestamp_ns, source);
+        if let Err(reason) = result {
+            let b = &mut parser.batch;
+            b.points.truncate(mark.0);
+            b.tags.truncate(mark.1);
+            b.fields.truncate(mark.2);
+            b.arena.truncate(mark.3);
+            parser.skip_line();
+            let end = parser.pos;
+            let text_end = if input[..end].ends_with(b"\n") { end - 1 } else { end };
+            errors.push(DecodeError {
+                line,
+                bytes: start..text_end,
+                reason: reason.to_owned(),
+            });
+        }
+        line += input[start..parser.pos].iter().filter(|&&b| b == b'\n').count();
+    }
+    errors
+}
+
+struct Parser<'a, 'b> {
+    input: &'a [u8],
+    pos: usize,
+    batch: &'b mut Batch,
+}
+
+type Parse<T> = Result<T, &'static str>;
+
+impl<'a> Parser<'a, '_> {
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    fn peek_at(&self, ahead: usize) -> Option<u8> {
+        self.input.get(self.pos + ahead).copied()
+    }
+
+    fn skip_spaces(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.pos += 1;
+        }
+    }
+
+    /// Moves past the next newline (or to the end).
+    fn skip_line(&mut self) {
+        match self.input[self.pos..].iter().position(|&b| b == b'\n') {
+            Some(i) => self.pos += i + 1,
+            None => self.pos = self.input.len(),
+        }
+    }
+
+    fn at_line_end(&self) -> bool {
+        match self.peek() {
+            None | Some(b'\n') => true,
+            Some(b'\r') => matches!(self.peek_at(1), None | Some(b'\n')),
+            _ => false,
+        }
+    }
+
+    /// Scans a token up to an unescaped byte in `stops` (or a newline or the end).
+    /// Returns the raw token; the cursor is left on the stop byte.
+    fn token(&mut self, stops: &[u8]) -> &'a [u8] {
+        let start = self.pos;
+        while let Some(b) = self.peek() {
+            if b == b'\\' && self.peek_at(1).is_some_and(|n| n != b'\n') {
+                self.pos += 2;
+                continue;
+            }
+            if b == b'\n' || stops.contains(&b) || (b == b'\r' && self.peek_at(1) == Some(b'\n')) {
+                break;
+            }
+            self.pos += 1;
+        }
+        &self.input[start..self.pos]
+    }
+
+    fn point(&mut self, precision: Precision, default_timestamp_ns: i64, source: u32) -> Parse<()> {
+        let raw = self.token(b", ");
+        if raw.is_empty() {
+            return Err("missing measurement");
+        }
+        let measurement = push_unescaped(self.batch, raw, MEASUREMENT_SPECIALS)?;
+        self.batch.begin_point(measurement, default_timestamp_ns, source);
+
+        if self.peek() == Some(b',') {
+            loop {
+                self.pos += 1;
+                let (key, value) = self.tag()?;
+                let key = push_unescaped(self.batch, key, KEY_SPECIALS)?;
+                let value = push_unescaped(self.batch, value, KEY_SPECIALS)?;
+                self.batch.push_tag(key, value);
+                if self.peek() != Some(b',') {
+                    break;
+                }
+            }
+        }
+        if self.peek() != Some(b' ') && self.peek() != Some(b'\t') {
+            return Err("missing fields");
+        }
+        self.skip_spaces();
+
+        loop {
+            let key_raw = self.field_key()?;
+            let key = push_unescaped(self.batch, key_raw, KEY_SPECIALS)?;
+            let (kind, bits) = self.field_value()?;
+            self.batch.push_field(key, kind, bits);
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                _ => break,
+            }
+        }
+
+        self.skip_spaces();
+        if !self.at_line_end() {
+            let raw = self.token(b" \t\r");
+            let value = std::str::from_utf8(raw)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or("invalid timestamp")?;
+            let ns = precision.to_nanos(value).ok_or("timestamp out of range")?;
+            self.batch.points.last_mut().expect("begun above").timestamp_ns = ns;
+            self.skip_spaces();
+            if !self.at_line_end() {
+                return Err("unexpected text after the timestamp");
+            }
+        }
+        if self.peek() == Some(b'\r') {
+            self.pos += 1;
+        }
+        if self.peek() == Some(b'\n') {
+            self.pos += 1;
+        }
+        Ok(())
+    }
+
+    /// A tag's `key=value`; the cursor ends on the byte after the value.
+    fn tag(&mut self) -> Parse<(&'a [u8], &'a [u8])> {
+        let key = self.token(b",= ");
+        if self.peek() != Some(b'=') {
+            return Err("tag without '='");
+        }
+        if key.is_empty() {
+            return Err("empty tag key");
+        }
+        self.pos += 1;
+        let value = self.token(b", ");
+        if value.is_empty() {
+            return Err("empty tag value");
+        }
+        Ok((key, value))
+    }
+
+    fn field_key(&mut self) -> Parse<&'a [u8]> {
+        let key = self.token(b",= ");
+        if self.peek() != Some(b'=') {
+            return Err("field without '='");
+        }
+        if key.is_empty() {
+            return Err("empty field key");
+        }
+        self.pos += 1;
+        Ok(key)
+    }
+
+    fn field_value(&mut self) -> Parse<(FieldKind, u64)> {
+        if self.peek() == Some(b'"') {
+            return self.string_value();
+        }
+        let start = self.pos;
+        while let Some(b) = self.peek() {
+            if matches!(b, b',' | b' ' | b'\t' | b'\n' | b'\r') {
+                break;
+            }
+            self.pos += 1;
+        }
+        parse_scalar(&self.input[start..self.pos])
+    }
+
+    fn string_value(&mut self) -> Parse<(FieldKind, u64)> {
+        self.pos += 1;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            match self.peek() {
+                None => return Err("unterminated string field"),
+                Some(b'\\') if matches!(self.peek_at(1), Some(b'"' | b'\\')) => {
+                    escaped = true;
+                    self.pos += 2;
+                }
+                Some(b'"') => break,
+                Some(_) => self.pos += 1,
+            }
+        }
+        let raw = &self.input[start..self.pos];
+        self.pos += 1;
+        let span = if escaped {
+            push_unescaped(self.batch, raw, b"\"")?
+        } else {
+            push_utf8(self.batch, raw)?
+        };
+        Ok((FieldKind::String, string_bits(span)))
+    }
+}
+
+fn parse_scalar(raw: &[u8]) -> Parse<(FieldKind, u64)> {
+    match raw {
+        b"t" | b"T" | b"true" | b"True" | b"TRUE" => return Ok((FieldKind::Bool, 1)),
+        b"f" | b"F" | b"false" | b"False" | b"FALSE" => return Ok((FieldKind::Bool, 0)),
+        [] => return Err("missing field value"),
+        _ => {}
+    }
+    // Only ASCII is valid here, so the conversion cannot fail for a valid token.
+    let text = std::str::from_utf8(raw).map_err(|_| "invalid field value")?;
+    if let Some(int) = text.strip_suffix('i') {
+        let v: i64 = int.parse().map_err(|_| "invalid integer field")?;
+        return Ok((FieldKind::Int, v as u64));
+    }
+    if let Some(uint) = text.strip_suffix('u') {
+        let v: u64 = uint.parse().map_err(|_| "invalid unsigned integer field")?;
+        return Ok((FieldKind::UInt, v));
+    }
+    // Rust also parses "inf" and "NaN", which line protocol does not have.
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+    {
+        return Err("invalid field value");
+    }
+    let v: f64 = text.parse().map_err(|_| "invalid float field")?;
+    Ok((FieldKind::Float, v.to_bits()))
+}
+
+fn push_utf8(batch: &mut Batch, raw: &[u8]) -> Parse<Span> {
+    let s = std::str::from_utf8(raw).map_err(|_| "not valid UTF-8")?;
+    Ok(batch.push_str(s))
+}
+
+/// Copies `raw` into the arena, turning `\x` into `x` for `x` in `specials` or `\`.
+fn push_unescaped(batch: &mut Batch, raw: &[u8], specials: &[u8]) -> Parse<Span> {
+    if !raw.contains(&b'\\') {
+        return push_utf8(batch, raw);
+    }
+    std::str::from_utf8(raw).map_err(|_| "not valid UTF-8")?;
+    let start = batch.arena.len();
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'\\' {
+            if let Some(&next) = raw.get(i + 1) {
+                if next == b'\\' || specials.contains(&next) {
+                    batch.arena.push(next);
+                    i += 2;
+                    continue;
+                }
+            }
+        }
+        batch.arena.push(b);
+        i += 1;
+    }
+    // Removing an ASCII backslash before an ASCII byte keeps the text UTF-8.
+    Ok(Span {
+        start: start as u32,
+        len: (batch.arena.len() - start) as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+//! Decoding Kafka messages (or files) into batches of points, in the host: one
+//! trusted parser per format, writing straight into the flat [`boulder_batch::Batch`].
+//!
+//! A decoder never panics on any input. A message with many lines that has a bad
+//! line reports that line (number, byte range, reason) and keeps the others.
+
+pub mod influx_line;
+
+use serde::Deserialize;
+use std::fmt;
+use std::ops::Range;
+
+/// The unit of timestamps in the input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Nanoseconds (Influx's default).
+    #[default]
+    Ns,
+    /// Microseconds.
+    Us,
+    /// Milliseconds.
+    Ms,
+    /// Seconds.
+    S,
+}
+
+impl Precision {
+    /// Nanoseconds per unit.
+    pub fn nanos(self) -> i64 {
+        match self {
+            Precision::Ns => 1,
+            Precision::Us => 1_000,
+            Precision::Ms => 1_000_000,
+            Precision::S => 1_000_000_000,
+        }
+    }
+
+    /// A timestamp in this unit as nanoseconds, if it fits in an `i64`.
+    pub fn to_nanos(self, value: i64) -> Option<i64> {
+        value.checked_mul(self.nanos())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "ns" => Ok(Precision::Ns),
+            "us" => Ok(Precision::Us),
+            "ms" => Ok(Precision::Ms),
+            "s" => Ok(Precision::S),
+            other => Err(format!("unknown precision {other:?}: expected ns, us, ms or s")),
+        }
+    }
+}
+
+/// One part of a message that could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    /// 1-based line number within the message (1 for single-document formats).
+    pub line: usize,
+    /// Byte range of the bad part within the message, so the original bytes can be
+    /// dead-lettered.
+    pub bytes: Range<usize>,
+    /// What is wrong, without the data.
+    pub reason: String,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+impl std::error::Error for DecodeError {}

@@ -1,0 +1,250 @@
+//! InfluxDB line protocol, written straight from a [`Batch`].
+//!
+//! Escaping follows the line protocol reference: `,` and space in measurements;
+//! `,`, `=` and space in tag keys, tag values and field keys; `"` and `\` in string
+//! field values. A backslash in a name is doubled only where it would otherwise
+//! escape what follows it (before a special character, another backslash, or the
+//! end), which VictoriaMetrics and InfluxDB both read back as one backslash.
+//! Timestamps are written in nanoseconds, so writes use `precision=ns`.
+//!
+//! What line protocol cannot express is reported, not mangled: a point with no
+//! writable field (NaN and ±Inf have no spelling), an empty measurement, or a
+//! newline in a name. Empty tag keys or values are left out, as Influx requires.
+
+use boulder_batch::{Batch, FieldValue};
+use std::fmt;
+
+/// Why a point cannot be written as line protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unwritable {
+    /// The measurement is empty.
+    EmptyMeasurement,
+    /// No field is left once NaN, ±Inf and empty keys are left out.
+    NoFields,
+    /// A measurement, tag or field key contains a newline.
+    Newline,
+}
+
+impl Unwritable {
+    /// A short reason, for counters and dead-letter headers.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unwritable::EmptyMeasurement => "empty measurement",
+            Unwritable::NoFields => "no writable field (NaN and Inf cannot be written)",
+            Unwritable::Newline => "newline in a measurement, tag or field key",
+        }
+    }
+}
+
+impl fmt::Display for Unwritable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+const MEASUREMENT_SPECIALS: &[u8] = b", ";
+const KEY_SPECIALS: &[u8] = b",= ";
+
+/// Appends point `index` of `batch` as one line (with its newline) to `out`. On
+/// error `out` is left as it was.
+pub fn write_point(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(), Unwritable> {
+    let start = out.len();
+    let result = write_point_inner(batch, index, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn write_point_inner(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(), Unwritable> {
+    let point = batch.point(index);
+    let measurement = point.measurement();
+    if measurement.is_empty() {
+        return Err(Unwritable::EmptyMeasurement);
+    }
+    write_escaped(out, measurement, MEASUREMENT_SPECIALS)?;
+    for (key, value) in point.tags() {
+        if key.is_empty() || value.is_empty() {
+            continue;
+        }
+        out.push(b',');
+        write_escaped(out, key, KEY_SPECIALS)?;
+        out.push(b'=');
+        write_escaped(out, value, KEY_SPECIALS)?;
+    }
+    let mut separator = b' ';
+    for (key, value) in point.fields() {
+        if key.is_empty() || matches!(value, FieldValue::Float(v) if !v.is_finite()) {
+            continue;
+        }
+        out.push(separator);
+        separator = b',';
+        write_escaped(out, key, KEY_SPECIALS)?;
+        out.push(b'=');
+        write_value(out, value);
+    }
+    if separator == b' ' {
+        return Err(Unwritable::NoFields);
+    }
+    out.push(b' ');
+    out.extend_from_slice(itoa::Buffer::new().format(point.timestamp_ns()).as_bytes());
+    out.push(b'\n');
+    Ok(())
+}
+
+fn write_value(out: &mut Vec<u8>, value: FieldValue<'_>) {
+    match value {
+        FieldValue::Float(v) => out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes()),
+        FieldValue::Int(v) => {
+            out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+            out.push(b'i');
+        }
+        FieldValue::UInt(v) => {
+            out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+            out.push(b'u');
+        }
+        FieldValue::Bool(v) => out.extend_from_slice(if v { b"true" } else { b"false" }),
+        FieldValue::String(s) => {
+            out.push(b'"');
+            for &b in s.as_bytes() {
+                if b == b'"' || b == b'\\' {
+                    out.push(b'\\');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        }
+    }
+}
+
+fn write_escaped(out: &mut Vec<u8>, s: &str, specials: &[u8]) -> Result<(), Unwritable> {
+    let bytes = s.as_bytes();
+    if !bytes
+        .iter()
+        .any(|b| specials.contains(b) || *b == b'\\' || *b == b'\n')
+    {
+        out.extend_from_slice(bytes);
+        return Ok(());
+    }
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            return Err(Unwritable::Newline);
+        }
+        if specials.contains(&b) {
+            out.push(b'\\');
+        } else if b == b'\\' {
+            let next = bytes.get(i + 1);
+            if next.is_none_or(|n| specials.contains(n) || *n == b'\\') {
+                out.push(b'\\');
+            }
+        }
+        out.push(b);
+    }
+    Ok(())
+}
+
+/// Point `index` as a line without its newline, for dead letters and reports. A
+/// point that cannot be written is described instead.
+pub fn point_to_line(batch: &Batch, index: usize) -> String {
+    let mut out = Vec::new();
+    match write_point(batch, index, &mut out) {
+        Ok(()) => {
+            out.pop();
+            String::from_utf8(out).expect("line protocol of UTF-8 strings is UTF-8")
+        }
+        Err(e) => format!(
+            "# unwritable point ({e}): measurement {:?}",
+            batch.point(index).measurement()
+        ),
+    }
+}
+
+/// Appends every writable point of `batch` to `out`; returns the indices and
+/// reasons of the others.
+pub fn write_batch(batch: &Batch, out: &mut Vec<u8>) -> Vec<(usize, Unwritable)> {
+    let mut unwritable = Vec::new();
+    for i in 0..batch.len() {
+        if let Err(e) = write_point(batch, i, out) {
+            unwritable.push((i, e));
+        }
+    }
+    unwritable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boulder_batch::Format;
+
+    fn one(m: &str, tags: &[(&str, &str)], fields: &[(&str, FieldValue<'_>)], ts: i64) -> Batch {
+        let mut b = Batch::new();
+        let s = b.source("t", Format::InfluxLine);
+        let m = b.push_str(m);
+        b.begin_point(m, ts, s);
+        for (k, v) in tags {
+            let (k, v) = (b.push_str(k), b.push_str(v));
+            b.push_tag(k, v);
+        }
+        for (k, v) in fields {
+            b.push_field_value(k, *v);
+        }
+        b
+    }
+
+    #[test]
+    fn writes_every_value_type() {
+        let b = one(
+            "cpu",
+            &[("host", "a")],
+            &[
+                ("f", FieldValue::Float(1.5)),
+                ("whole", FieldValue::Float(2.0)),
+                ("i", FieldValue::Int(-3)),
+                ("u", FieldValue::UInt(u64::MAX)),
+                ("b", FieldValue::Bool(true)),
+                ("s", FieldValue::String("say \"hi\" \\o/")),
+            ],
+            1_700_000_000_123_456_789,
+        );
+        assert_eq!(
+            point_to_line(&b, 0),
+            r#"cpu,host=a f=1.5,whole=2.0,i=-3i,u=18446744073709551615u,b=true,s="say \"hi\" \\o/" 1700000000123456789"#
+        );
+    }
+
+    #[test]
+    fn escapes_names() {
+        let b = one(
+            "my measure,x",
+            &[("tag key", "a=b,c"), ("back\\", "sl\\ash")],
+            &[("field=key", FieldValue::Int(1))],
+            0,
+        );
+        assert_eq!(
+            point_to_line(&b, 0),
+            r"my\ measure\,x,tag\ key=a\=b\,c,back\\=sl\ash field\=key=1i 0"
+        );
+    }
+
+    #[test]
+    fn skips_what_cannot_be_written() {
+        let b = one(
+            "m",
+            &[("empty", ""), ("", "v")],
+            &[("nan", FieldValue::Float(f64::NAN)), ("ok", FieldValue::Float(1.0))],
+            5,
+        );
+        assert_eq!(point_to_line(&b, 0), "m ok=1.0 5");
+        let mut out = b"keep".to_vec();
+        let nan = one("m", &[], &[("nan", FieldValue::Float(f64::INFINITY))], 5);
+        assert_eq!(write_point(&nan, 0, &mut out), Err(Unwritable::NoFields));
+        assert_eq!(out, b"keep");
+        let newline = one("m", &[("k", "a\nb")], &[("f", FieldValue::Int(1))], 5);
+        assert_eq!(write_batch(&newline, &mut out), vec![(0, Unwritable::Newline)]);
+        let empty = one("", &[], &[("f", FieldValue::Int(1))], 5);
+        assert_eq!(
+            write_point(&empty, 0, &mut out),
+            Err(Unwritable::EmptyMeasurement)
+        );
+    }
+}

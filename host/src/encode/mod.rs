@@ -1,0 +1,2 @@
+//! Encoding points for the sinks.
+pub mod line_protocol;

@@ -1,0 +1,190 @@
+//! Loading components: find, read, check against the contract, compile (or load
+//! compiled code from the cache), and prepare for instantiation.
+//!
+//! Each distinct component (by content) is compiled once per process; compiled code
+//! is cached on disk under a key made of the content's SHA-256 and the engine's
+//! compatibility hash (wasmtime version and compiler settings), so a restart or a
+//! second process skips compilation.
+
+use super::bindings::TransformPre;
+use super::stage::StoreState;
+use super::{LoadError, Runtime};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use wasmtime::component::Component;
+
+/// The only import a transform may have.
+pub const LOG_IMPORT: &str = "boulder:transform/log@0.1.0";
+/// The export every transform must have.
+pub const STAGE_EXPORT: &str = "boulder:transform/stage@0.1.0";
+const STAGE_EXPORT_PREFIX: &str = "boulder:transform/stage@";
+
+/// A component ready to instantiate.
+pub struct LoadedComponent {
+    /// The name the config used.
+    pub name: String,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+    pub(crate) pre: TransformPre<StoreState>,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// Components already loaded in this process, by content hash.
+#[derive(Default)]
+pub(crate) struct Loaded(Mutex<HashMap<String, Arc<LoadedComponent>>>);
+
+impl Runtime {
+    /// Where the component named `name` in the config lives: a path (relative to
+    /// `base_dir`) when it ends in `.wasm` or contains a `/`, else a built-in name
+    /// looked up in the components folders.
+    pub fn resolve(&self, name: &str, base_dir: &Path) -> Result<PathBuf, LoadError> {
+        if name.ends_with(".wasm") || name.contains('/') {
+            return Ok(base_dir.join(name));
+        }
+        let dirs = &self.settings.components_dirs;
+        dirs.iter()
+            .map(|dir| dir.join(format!("{name}.wasm")))
+            .find(|path| path.is_file())
+            .ok_or_else(|| LoadError::NotFound {
+                name: name.to_owned(),
+                searched: dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Loads the component the config calls `name`, compiling it at most once per
+    /// process, and checks it against the contract.
+    pub fn load(&self, name: &str, base_dir: &Path) -> Result<Arc<LoadedComponent>, LoadError> {
+        let path = self.resolve(name, base_dir)?;
+        let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+            name: name.to_owned(),
+            path: path.clone(),
+            source,
+        })?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        if let Some(loaded) = self.loaded.0.lock().expect("poisoned").get(&sha256) {
+            return Ok(loaded.clone());
+        }
+        let invalid = |reason: String| LoadError::Invalid {
+            name: name.to_owned(),
+            path: path.clone(),
+            reason,
+        };
+        let component = self.compile(&bytes, &sha256).map_err(|e| invalid(format!("{e:#}")))?;
+        self.check_contract(name, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(TransformPre::new)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let loaded = Arc::new(LoadedComponent {
+            name: name.to_owned(),
+            path,
+            sha256: sha256.clone(),
+            pre,
+        });
+        self.loaded
+            .0
+            .lock()
+            .expect("poisoned")
+            .insert(sha256, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Refuses a component whose imports are not exactly the contract's, or that
+    /// exports another version of the contract.
+    fn check_contract(&self, name: &str, component: &Component) -> Result<(), LoadError> {
+        let ty = component.component_type();
+        let imports: Vec<&str> = ty.imports(&self.engine).map(|(n, _)| n).collect();
+        if imports.iter().any(|i| *i != LOG_IMPORT) {
+            return Err(LoadError::ForbiddenImports {
+                name: name.to_owned(),
+                imports: imports.join(", "),
+                allowed: LOG_IMPORT.to_owned(),
+            });
+        }
+        let exports: Vec<&str> = ty.exports(&self.engine).map(|(n, _)| n).collect();
+        if exports.contains(&STAGE_EXPORT) {
+            return Ok(());
+        }
+        match exports.iter().find(|e| e.starts_with(STAGE_EXPORT_PREFIX)) {
+            Some(other) => Err(LoadError::WrongVersion {
+                name: name.to_owned(),
+                found: other.replace("/stage", ""),
+                expected: STAGE_EXPORT.replace("/stage", ""),
+            }),
+            None => Err(LoadError::MissingExport {
+                name: name.to_owned(),
+                exports: if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                },
+                expected: STAGE_EXPORT.to_owned(),
+            }),
+        }
+    }
+
+    /// Compiles `bytes`, or loads the compiled code from the cache.
+    fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.settings.cache_dir else {
+            return Component::new(&self.engine, bytes);
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let file = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
+        if file.is_file() {
+            // SAFETY: the file was written by `Component::serialize` below, into a
+            // folder this process created private to its user; wasmtime checks that
+            // it was compiled by a compatible engine and refuses it otherwise.
+            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        if let Err(e) = write_cache(dir, &file, &component) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot cache compiled component");
+        }
+        Ok(component)
+    }
+}
+
+fn write_cache(dir: &Path, file: &Path, component: &Component) -> anyhow::Result<()> {
+    create_private_dir(dir)?;
+    let serialized = component.serialize()?;
+    // Write then rename, so a concurrent reader never sees half a file.
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, serialized)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

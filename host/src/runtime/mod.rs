@@ -1,0 +1,192 @@
+//! The sandbox: runs tenants' WebAssembly components over batches of points.
+//!
+//! - [`Runtime`]: one wasmtime `Engine` per process (pooling allocator, epoch
+//!   interruption), a ticker thread that advances the epoch, and the component
+//!   loader with its on-disk cache of compiled code ([`component`]).
+//! - [`Stage`]: one component with its params and limits, and a pool of idle
+//!   instances reused across batches ([`stage`]).
+//! - [`Chain`] and [`Router`]: a tenant's stages in order, and the router that splits
+//!   a batch by tenant ([`chain`]).
+//!
+//! Guests get no WASI and no ambient authority: the linker holds only the
+//! contract's `log` import, and a component that imports anything else is refused
+//! at load. A trap, deadline, out-of-memory, panic or malformed answer fails the
+//! batch with an error naming the stage, and discards that instance only.
+
+mod bindings;
+pub mod chain;
+pub mod component;
+mod error;
+pub mod stage;
+
+pub use chain::{Chain, ChainOutput, Rejected, RouteOutput, Router};
+pub use component::LoadedComponent;
+pub use error::{Failure, LoadError, StageError, StageId};
+pub use stage::{Stage, StageOutput};
+
+use crate::config::{Config, RuntimeConfig};
+use bytesize::ByteSize;
+use stage::StoreState;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the resolution of `limits.cpu_per_batch`.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Engine-wide settings, derived from the config.
+#[derive(Clone, Debug)]
+pub struct RuntimeSettings {
+    /// Largest memory any instance may get (sizes the pool's slots).
+    pub max_memory: ByteSize,
+    /// `runtime.max_wasm_stack`.
+    pub max_wasm_stack: ByteSize,
+    /// `runtime.max_instances`.
+    pub max_instances: u32,
+    /// Folders searched for built-in components, in order.
+    pub components_dirs: Vec<PathBuf>,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeSettings {
+    /// Settings for this config.
+    pub fn from_config(config: &Config) -> RuntimeSettings {
+        let runtime: &RuntimeConfig = &config.runtime;
+        let components_dirs = match &runtime.components_dir {
+            Some(dir) => vec![config.base_dir.join(dir)],
+            None => default_components_dirs(),
+        };
+        let cache_dir = runtime.cache.then(|| match &runtime.cache_dir {
+            Some(dir) => config.base_dir.join(dir),
+            None => default_cache_dir(),
+        });
+        RuntimeSettings {
+            max_memory: config.largest_memory_limit(),
+            max_wasm_stack: runtime.max_wasm_stack,
+            max_instances: runtime.max_instances,
+            components_dirs,
+            cache_dir,
+        }
+    }
+}
+
+/// `$BOULDER_COMPONENTS_DIR`, then `components/` beside the binary and one folder up
+/// (`target/components` for `target/debug/boulder` in a checkout).
+pub fn default_components_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("BOULDER_COMPONENTS_DIR") {
+        dirs.push(PathBuf::from(dir));
+    }
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+    {
+        dirs.push(exe_dir.join("components"));
+        if let Some(up) = exe_dir.parent() {
+            dirs.push(up.join("components"));
+        }
+    }
+    dirs
+}
+
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("boulder")
+}
+
+/// The process's WebAssembly engine and component loader.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    settings: RuntimeSettings,
+    loaded: component::Loaded,
+    ticker: Option<EpochTicker>,
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(settings: RuntimeSettings) -> Result<Runtime, LoadError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(settings.max_instances)
+            .total_core_instances(settings.max_instances.saturating_mul(2))
+            .total_memories(settings.max_instances)
+            .total_tables(settings.max_instances)
+            .max_memory_size(settings.max_memory.as_u64() as usize);
+        let mut config = EngineConfig::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(settings.max_wasm_stack.as_u64() as usize)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        bindings::boulder::transform::log::add_to_linker::<StoreState, HasSelf<StoreState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Runtime {
+            engine,
+            linker,
+            settings,
+            loaded: component::Loaded::default(),
+            ticker: Some(ticker),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The settings the runtime was built with.
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.stop();
+        }
+    }
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`], so that a guest
+/// past its deadline traps. Stopped and joined when the runtime is dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("boulder-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}

@@ -1,0 +1,267 @@
+//! `validate`: makes every point acceptable to a Prometheus-compatible database.
+//!
+//! - In the measurement, field keys and tag keys, every character outside
+//!   `[a-zA-Z0-9_:]` becomes `_` (one `_` per character, so `é` becomes `_`).
+//! - A point whose measurement does not start with a letter after that is dropped:
+//!   it cannot be a metric name.
+//! - Tags whose key starts with `__` (reserved by Prometheus) or whose key or value
+//!   is empty are removed.
+//! - NaN and ±Inf float fields, and string fields, follow a policy each:
+//!   `drop-field` (the default), `keep`, or `dead-letter` (the whole point).
+//! - A point left without fields is dropped.
+//!
+//! Params: `non_finite = "drop-field" | "keep" | "dead-letter"`, `strings = ...`.
+#![forbid(unsafe_code)]
+
+use boulder_guest_sdk::{export, FieldValue, Params, Point, Transform, Verdict};
+use serde::Deserialize;
+
+/// What to do with a field whose value a Prometheus database cannot store.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Remove the field, keep the rest of the point.
+    #[default]
+    DropField,
+    /// Keep the field as it is.
+    Keep,
+    /// Dead-letter the whole point.
+    DeadLetter,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidateParams {
+    #[serde(default)]
+    non_finite: Policy,
+    #[serde(default)]
+    strings: Policy,
+}
+
+/// The `validate` transform.
+pub struct Validate {
+    non_finite: Policy,
+    strings: Policy,
+}
+
+impl Transform for Validate {
+    fn init(params: Params) -> Result<Self, String> {
+        let p: ValidateParams = params.parse()?;
+        Ok(Validate {
+            non_finite: p.non_finite,
+            strings: p.strings,
+        })
+    }
+
+    fn process(&mut self, point: &mut Point<'_>) -> Verdict {
+        if let Some(name) = sanitize(point.measurement()) {
+            point.set_measurement(&name);
+        }
+        if !point
+            .measurement()
+            .starts_with(|c: char| c.is_ascii_alphabetic())
+        {
+            return Verdict::drop("measurement does not start with a letter");
+        }
+
+        let mut i = 0;
+        while i < point.tag_count() {
+            let (key, value) = point.tag_at(i);
+            let sanitized = sanitize(key);
+            let key = sanitized.as_deref().unwrap_or(key);
+            if key.is_empty() || key.starts_with("__") || value.is_empty() {
+                point.remove_tag_at(i);
+                continue;
+            }
+            if let Some(key) = sanitized {
+                point.set_tag_key_at(i, &key);
+            }
+            i += 1;
+        }
+
+        let mut i = 0;
+        while i < point.field_count() {
+            let (key, value) = point.field_at(i);
+            let policy = match value {
+                FieldValue::Float(v) if !v.is_finite() => self.non_finite,
+                FieldValue::String(_) => self.strings,
+                _ => Policy::Keep,
+            };
+            match policy {
+                Policy::Keep => {}
+                Policy::DropField => {
+                    point.remove_field_at(i);
+                    continue;
+                }
+                Policy::DeadLetter => {
+                    return Verdict::dead_letter(match value {
+                        FieldValue::String(_) => "string field",
+                        _ => "non-finite float field",
+                    })
+                }
+            }
+            if let Some(key) = sanitize(key) {
+                point.set_field_key_at(i, &key);
+            }
+            i += 1;
+        }
+        if point.field_count() == 0 {
+            return Verdict::drop("no fields");
+        }
+        Verdict::Keep
+    }
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+/// `name` with every character outside `[a-zA-Z0-9_:]` replaced by `_`, or `None`
+/// when it is already clean (the common case, which allocates nothing).
+pub fn sanitize(name: &str) -> Option<String> {
+    if name.bytes().all(is_name_byte) {
+        return None;
+    }
+    Some(
+        name.chars()
+            .map(|c| if c.is_ascii() && is_name_byte(c as u8) { c } else { '_' })
+            .collect(),
+    )
+}
+
+export!(Validate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boulder_guest_sdk::testing::{point, run, TestPoint};
+
+    fn validate(params: &str, points: &[TestPoint]) -> boulder_guest_sdk::testing::Output {
+        let mut t = Validate::init(Params::from_json(params)).unwrap();
+        run(&mut t, points)
+    }
+
+    #[test]
+    fn sanitizes_names_and_keeps_colons() {
+        let out = validate(
+            "",
+            &[point("http.requests:rate")
+                .tag("host-name", "a b")
+                .tag("zoné", "x")
+                .field("p99 latency", 1.5)],
+        );
+        assert_eq!(
+            out.kept,
+            vec![point("http_requests:rate")
+                .tag("host_name", "a b")
+                .tag("zon_", "x")
+                .field("p99_latency", 1.5)]
+        );
+    }
+
+    #[test]
+    fn leaves_clean_points_alone() {
+        let p = point("cpu").tag("host", "a").field("usage_idle", 99.0).timestamp(7);
+        assert_eq!(validate("", &[p.clone()]).kept, vec![p]);
+    }
+
+    #[test]
+    fn drops_points_whose_name_does_not_start_with_a_letter() {
+        let out = validate(
+            "",
+            &[
+                point("").field("x", 1.0),
+                point("9lives").field("x", 1.0),
+                point("_hidden").field("x", 1.0),
+                point("éclair").field("x", 1.0),
+                point(":colon").field("x", 1.0),
+            ],
+        );
+        assert!(out.kept.is_empty());
+        assert_eq!(out.dropped().len(), 5);
+        assert!(out
+            .dropped()
+            .iter()
+            .all(|(_, r)| *r == "measurement does not start with a letter"));
+    }
+
+    #[test]
+    fn removes_reserved_and_empty_tags() {
+        let out = validate(
+            "",
+            &[point("m")
+                .tag("__name__", "x")
+                .tag("..sneaky", "y")
+                .tag("empty", "")
+                .tag("", "nokey")
+                .tag("ok", "v")
+                .field("f", 1i64)],
+        );
+        assert_eq!(out.kept, vec![point("m").tag("ok", "v").field("f", 1i64)]);
+    }
+
+    #[test]
+    fn drops_non_finite_and_string_fields_by_default() {
+        let out = validate(
+            "",
+            &[point("m")
+                .field("nan", f64::NAN)
+                .field("inf", f64::INFINITY)
+                .field("neg", f64::NEG_INFINITY)
+                .field("s", "text")
+                .field("ok", 2u64)],
+        );
+        assert_eq!(out.kept, vec![point("m").field("ok", 2u64)]);
+    }
+
+    #[test]
+    fn a_point_left_without_fields_drops() {
+        let out = validate("", &[point("m").field("s", "text"), point("m")]);
+        assert_eq!(out.dropped(), vec![(0, "no fields"), (1, "no fields")]);
+    }
+
+    #[test]
+    fn policies_keep_or_dead_letter() {
+        let keep = validate(
+            r#"{"non_finite":"keep","strings":"keep"}"#,
+            &[point("m").field("s", "text").field("inf", f64::INFINITY)],
+        );
+        assert_eq!(
+            keep.kept,
+            vec![point("m").field("s", "text").field("inf", f64::INFINITY)]
+        );
+        let dlq = validate(
+            r#"{"non_finite":"dead-letter","strings":"dead-letter"}"#,
+            &[
+                point("m").field("nan", f64::NAN),
+                point("m").field("s", "x"),
+                point("m").field("ok", true),
+            ],
+        );
+        assert_eq!(
+            dlq.dead_lettered(),
+            vec![(0, "non-finite float field"), (1, "string field")]
+        );
+        assert_eq!(dlq.kept, vec![point("m").field("ok", true)]);
+    }
+
+    #[test]
+    fn refuses_unknown_params() {
+        let err = Validate::init(Params::from_json(r#"{"strings":"explode"}"#))
+            .err()
+            .unwrap();
+        assert!(err.contains("unknown variant `explode`"), "{err}");
+        let err = Validate::init(Params::from_json(r#"{"nan":"keep"}"#))
+            .err()
+            .unwrap();
+        assert!(err.contains("unknown field `nan`"), "{err}");
+    }
+
+    #[test]
+    fn sanitize_replaces_each_character_once() {
+        assert_eq!(sanitize("a-b"), Some("a_b".into()));
+        assert_eq!(sanitize("日本"), Some("__".into()));
+        assert_eq!(sanitize("a\\,b"), Some("a__b".into()));
+        assert_eq!(sanitize("ok:name_1"), None);
+    }
+}
