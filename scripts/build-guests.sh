@@ -12,14 +12,15 @@
 # Componentizer, in order of preference:
 #   1. cargo component (cargo install cargo-component --locked), when installed;
 #   2. plain cargo, then scripts/componentize (the wit-component crate).
-# BOULDER_COMPONENTIZER=plain forces the second (the tests use it to check both).
+# BOULDER_COMPONENTIZER=plain forces the second (the tests use it to check both);
+# BOULDER_GUEST_OUT changes the output folder.
 #
 # Usage: scripts/build-guests.sh [PACKAGE...]   (default: every guest)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir="$root/target/guests"
-out_dir="$root/target/components"
+out_dir="${BOULDER_GUEST_OUT:-$root/target/components}"
 profile=guest
 mkdir -p "$out_dir"
 
@@ -31,23 +32,10 @@ if [ ${#packages[@]} -eq 0 ]; then
 fi
 
 # ---- compiler ----
-cargo_bin=cargo
-if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-    toolchain="rustup wasm32-unknown-unknown"
-else
-    for need in /usr/bin/rustc /usr/bin/cargo wasm-ld-22; do
-        if ! command -v "$need" >/dev/null; then
-            echo "build-guests: no wasm32 std in rustup and no $need for the build-std recipe;" >&2
-            echo "  run scripts/install-deps.sh (apt-get install rustc-web cargo-web rust-web-src lld-22)" >&2
-            exit 1
-        fi
-    done
-    toolchain="Debian rustc-web with build-std"
-    export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
-        CARGO_UNSTABLE_BUILD_STD=std,panic_abort \
-        CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-22
-    cargo_bin=/usr/bin/cargo
-fi
+# shellcheck source=guest-env.sh
+source "$root/scripts/guest-env.sh"
+cargo_bin=$BOULDER_GUEST_CARGO
+toolchain=$BOULDER_GUEST_TOOLCHAIN
 
 # ---- componentizer ----
 if [ "${BOULDER_COMPONENTIZER:-}" != plain ] && cargo component --version >/dev/null 2>&1; then
@@ -62,12 +50,7 @@ for p in "${packages[@]}"; do package_args+=(-p "$p"); done
 
 wasm_dir="$target_dir/wasm32-unknown-unknown/$profile"
 if [ "$componentizer" = "cargo component" ]; then
-    if [ "$cargo_bin" = /usr/bin/cargo ]; then
-        # cargo component checks that a wasip1 sysroot folder exists even for
-        # wasm32-unknown-unknown; an empty one satisfies it.
-        mkdir -p "$(/usr/bin/rustc --print sysroot)/lib/rustlib/wasm32-wasip1"
-    fi
-    (cd "$root" && CARGO="$cargo_bin" cargo component build --quiet --profile "$profile" \
+    (cd "$root" && cargo component build --quiet --profile "$profile" \
         --target wasm32-unknown-unknown --target-dir "$target_dir" "${package_args[@]}")
     for p in "${packages[@]}"; do
         cp "$wasm_dir/${p//-/_}.wasm" "$out_dir/$p.wasm"
@@ -75,9 +58,11 @@ if [ "$componentizer" = "cargo component" ]; then
 else
     (cd "$root" && "$cargo_bin" build --quiet --profile "$profile" \
         --target wasm32-unknown-unknown --target-dir "$target_dir" "${package_args[@]}")
-    (cd "$root" && cargo build --quiet -p boulder-componentize)
+    # The componentizer is a host tool: rustup's cargo and rustc, not the guest's.
+    (cd "$root" && env -u RUSTC -u RUSTC_BOOTSTRAP -u CARGO_UNSTABLE_BUILD_STD -u CARGO \
+        cargo build --quiet -p boulder-componentize --target-dir "$root/target/tools")
     for p in "${packages[@]}"; do
-        "$root/target/debug/boulder-componentize" "$wasm_dir/${p//-/_}.wasm" "$out_dir/$p.wasm"
+        "$root/target/tools/debug/boulder-componentize" "$wasm_dir/${p//-/_}.wasm" "$out_dir/$p.wasm"
     done
 fi
 echo "build-guests: components in $out_dir" >&2

@@ -100,7 +100,9 @@ macro_rules! export {
             impl $crate::__private::bindings::exports::boulder::transform::stage::Guest
                 for BoulderStage
             {
-                fn init(params: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                fn init(
+                    params: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__private::init::<$transform>(params)
                 }
 

@@ -65,7 +65,14 @@ pub(crate) fn install_panic_hook() {
         static INSTALLED: std::sync::Once = std::sync::Once::new();
         INSTALLED.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
-                error(&format!("{PANIC_PREFIX}{info}"));
+                let message = info
+                    .payload_as_str()
+                    .unwrap_or("(a non-text panic payload)");
+                let location = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                error(&format!("{PANIC_PREFIX}{message}{location}"));
             }))
         });
     }

@@ -47,7 +47,10 @@ mod tests {
     #[test]
     fn parses_and_names_unknown_keys() {
         assert_eq!(Params::from_json("").parse::<P>().unwrap(), P { n: 0 });
-        assert_eq!(Params::from_json(r#"{"n":3}"#).parse::<P>().unwrap(), P { n: 3 });
+        assert_eq!(
+            Params::from_json(r#"{"n":3}"#).parse::<P>().unwrap(),
+            P { n: 3 }
+        );
         let err = Params::from_json(r#"{"m":3}"#).parse::<P>().unwrap_err();
         assert!(err.contains("unknown field `m`"), "{err}");
     }

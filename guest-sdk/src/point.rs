@@ -1,6 +1,8 @@
 //! The point a transform sees and edits.
 
-use boulder_batch::{Batch, FieldRecord, FieldValue, Format, PointRecord, PointRef, Span, TagRecord};
+use boulder_batch::{
+    Batch, FieldRecord, FieldValue, Format, PointRecord, PointRef, Span, TagRecord,
+};
 
 /// One point, editable in place.
 ///
@@ -300,7 +302,10 @@ impl<'a> Point<'a> {
 
     fn field_absolute(&self, index: usize) -> usize {
         let fields = self.record().fields;
-        assert!(index < fields.len as usize, "field index {index} out of range");
+        assert!(
+            index < fields.len as usize,
+            "field index {index} out of range"
+        );
         fields.start as usize + index
     }
 

@@ -297,7 +297,10 @@ impl Config {
 
     /// The largest memory cap of any guest, which sizes the engine's memory pool.
     pub fn largest_memory_limit(&self) -> ByteSize {
-        let router = self.router.iter().map(|r| r.limits.unwrap_or_default().memory);
+        let router = self
+            .router
+            .iter()
+            .map(|r| r.limits.unwrap_or_default().memory);
         let tenants = self.tenants.iter().map(|t| t.limits.memory);
         router.chain(tenants).max().unwrap_or_else(default_memory)
     }
@@ -346,8 +349,13 @@ mod tests {
 
     #[test]
     fn an_unknown_key_names_the_file_line_and_key() {
-        let err = parse("[[tenants]]\nname = \"a\"\nlimit = {}\n").unwrap_err().to_string();
-        assert!(err.starts_with("config /etc/boulder/boulder.toml:"), "{err}");
+        let err = parse("[[tenants]]\nname = \"a\"\nlimit = {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config /etc/boulder/boulder.toml:"),
+            "{err}"
+        );
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("unknown field `limit`"), "{err}");
     }
@@ -356,7 +364,10 @@ mod tests {
     fn bad_values_name_their_key() {
         let cases = [
             ("[[tenants]]\nname = \"a b\"", "tenants[0].name"),
-            ("[[tenants]]\nname = \"a\"\n[[tenants]]\nname = \"a\"", "defined twice"),
+            (
+                "[[tenants]]\nname = \"a\"\n[[tenants]]\nname = \"a\"",
+                "defined twice",
+            ),
             (
                 "[[tenants]]\nname = \"a\"\nlimits = { memory = \"8GiB\" }",
                 "tenants[0].limits.memory: 8.0 GiB is outside",
@@ -370,7 +381,10 @@ mod tests {
                 "[[tenants]]\nname = \"a\"\nchain = [{ component = \"v\", limits = {} }]",
                 "tenants[0].chain[0].limits",
             ),
-            ("[runtime]\nmax_wasm_stack = \"1KiB\"", "runtime.max_wasm_stack"),
+            (
+                "[runtime]\nmax_wasm_stack = \"1KiB\"",
+                "runtime.max_wasm_stack",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();
@@ -380,9 +394,10 @@ mod tests {
 
     #[test]
     fn a_bad_duration_is_a_parse_error_with_its_line() {
-        let err = parse("[[tenants]]\nname = \"a\"\n\n[tenants.limits]\ncpu_per_batch = \"fast\"\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            parse("[[tenants]]\nname = \"a\"\n\n[tenants.limits]\ncpu_per_batch = \"fast\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("line 5"), "{err}");
     }
 }

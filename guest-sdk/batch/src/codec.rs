@@ -7,7 +7,7 @@
 //! reader allocate more than any batch can hold.
 
 use crate::{Batch, BatchError};
-use bincode::config::{self, Configuration, Fixint, LittleEndian, Limit};
+use bincode::config::{self, Configuration, Fixint, Limit, LittleEndian};
 
 /// The largest encoded batch either side accepts: 256 MiB.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
@@ -42,8 +42,8 @@ pub fn encode_into(batch: &Batch, out: &mut Vec<u8>) {
 
 /// Decodes a batch and checks it with [`Batch::validate`].
 pub fn decode(bytes: &[u8]) -> Result<Batch, BatchError> {
-    let (batch, read): (Batch, usize) = bincode::decode_from_slice(bytes, CONFIG)
-        .map_err(|e| BatchError::Decode(e.to_string()))?;
+    let (batch, read): (Batch, usize) =
+        bincode::decode_from_slice(bytes, CONFIG).map_err(|e| BatchError::Decode(e.to_string()))?;
     if read != bytes.len() {
         return Err(BatchError::Decode(format!(
             "{} trailing bytes after the batch",

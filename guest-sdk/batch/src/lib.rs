@@ -291,7 +291,11 @@ impl Batch {
     /// If there is no point, or tags were added after another point's.
     pub fn push_tag(&mut self, key: Span, value: Span) {
         let point = self.points.last_mut().expect("push_tag before begin_point");
-        assert_eq!(point.tags.end(), self.tags.len() as u64, "tags must be contiguous");
+        assert_eq!(
+            point.tags.end(),
+            self.tags.len() as u64,
+            "tags must be contiguous"
+        );
         self.tags.push(TagRecord { key, value });
         point.tags.len += 1;
     }
@@ -302,7 +306,10 @@ impl Batch {
     /// # Panics
     /// If there is no point, or fields were added after another point's.
     pub fn push_field(&mut self, key: Span, kind: FieldKind, bits: u64) {
-        let point = self.points.last_mut().expect("push_field before begin_point");
+        let point = self
+            .points
+            .last_mut()
+            .expect("push_field before begin_point");
         assert_eq!(
             point.fields.end(),
             self.fields.len() as u64,

@@ -165,7 +165,14 @@ mod tests {
         let mut b = Batch::new();
         let s = b.source("t", Format::InfluxLine);
         let m = b.push_str("é");
-        b.begin_point(Span { start: m.start, len: 1 }, 0, s);
+        b.begin_point(
+            Span {
+                start: m.start,
+                len: 1,
+            },
+            0,
+            s,
+        );
         b.push_field_value("f", FieldValue::Int(1));
         assert!(matches!(b.validate(), Err(BatchError::InvalidUtf8 { .. })));
     }

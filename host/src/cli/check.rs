@@ -18,7 +18,11 @@ pub fn run(args: ConfigArg) -> Result<()> {
         args.config.display(),
         config.tenants.len(),
         stages,
-        if router.is_some() { ", with a router" } else { ", no router" }
+        if router.is_some() {
+            ", with a router"
+        } else {
+            ", no router"
+        }
     );
     Ok(())
 }

@@ -67,10 +67,17 @@ pub fn run(args: TransformArgs) -> Result<()> {
     let config = Config::load(&args.config.config)?;
     let tenant = match &args.tenant {
         Some(name) => config.tenant(name).with_context(|| {
-            format!("no tenant {name:?} in {} (it has: {})", args.config.config.display(), names(&config))
+            format!(
+                "no tenant {name:?} in {} (it has: {})",
+                args.config.config.display(),
+                names(&config)
+            )
         })?,
         None if config.tenants.len() == 1 => &config.tenants[0],
-        None => bail!("say which tenant with --tenant (the config has: {})", names(&config)),
+        None => bail!(
+            "say which tenant with --tenant (the config has: {})",
+            names(&config)
+        ),
     };
     if args.batch_points == 0 {
         bail!("--batch-points must be at least 1");
@@ -125,7 +132,12 @@ pub fn run(args: TransformArgs) -> Result<()> {
                 out.write_all(&text)?;
             }
             Err(e) => {
-                tally.reject(true, e.stage.to_string(), format!("batch failed: guest {}", e.failure), mine.len());
+                tally.reject(
+                    true,
+                    e.stage.to_string(),
+                    format!("batch failed: guest {}", e.failure),
+                    mine.len(),
+                );
             }
         }
     }
@@ -158,7 +170,9 @@ fn read_input(path: &Option<PathBuf>) -> Result<Vec<u8>> {
             input = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?
         }
         _ => {
-            std::io::stdin().read_to_end(&mut input).context("reading stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .context("reading stdin")?;
         }
     }
     Ok(input)
@@ -178,7 +192,11 @@ fn summarise(t: &Tally, tenant: &str) {
     let _ = writeln!(e, "--- boulder transform, tenant '{tenant}' ---");
     let _ = writeln!(e, "read        {} points", t.read);
     if !t.decode_errors.is_empty() {
-        let _ = writeln!(e, "undecodable {} lines (dead-lettered in production):", t.decode_errors.len());
+        let _ = writeln!(
+            e,
+            "undecodable {} lines (dead-lettered in production):",
+            t.decode_errors.len()
+        );
         for err in t.decode_errors.iter().take(10) {
             let _ = writeln!(e, "    {err}");
         }
@@ -191,7 +209,11 @@ fn summarise(t: &Tally, tenant: &str) {
     }
     let _ = writeln!(e, "kept        {} points (on stdout)", t.kept);
     for (label, dead_letter) in [("dropped", false), ("dead-lettered", true)] {
-        let rows: Vec<_> = t.rejected.iter().filter(|((d, _, _), _)| *d == dead_letter).collect();
+        let rows: Vec<_> = t
+            .rejected
+            .iter()
+            .filter(|((d, _, _), _)| *d == dead_letter)
+            .collect();
         let total: usize = rows.iter().map(|(_, n)| **n).sum();
         let _ = writeln!(e, "{label:<11} {total} points");
         for ((_, at, reason), n) in rows {
@@ -200,6 +222,10 @@ fn summarise(t: &Tally, tenant: &str) {
     }
     if t.batches > 0 {
         let per_batch = t.chain_time / t.batches as u32;
-        let _ = writeln!(e, "time        {:?} per batch through the chain ({} batches)", per_batch, t.batches);
+        let _ = writeln!(
+            e,
+            "time        {:?} per batch through the chain ({} batches)",
+            per_batch, t.batches
+        );
     }
 }

@@ -71,14 +71,21 @@ pub fn decode(
             b.arena.truncate(mark.3);
             parser.skip_line();
             let end = parser.pos;
-            let text_end = if input[..end].ends_with(b"\n") { end - 1 } else { end };
+            let text_end = if input[..end].ends_with(b"\n") {
+                end - 1
+            } else {
+                end
+            };
             errors.push(DecodeError {
                 line,
                 bytes: start..text_end,
                 reason: reason.to_owned(),
             });
         }
-        line += input[start..parser.pos].iter().filter(|&&b| b == b'\n').count();
+        line += input[start..parser.pos]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
     }
     errors
 }
@@ -145,7 +152,8 @@ impl<'a> Parser<'a, '_> {
             return Err("missing measurement");
         }
         let measurement = push_unescaped(self.batch, raw, MEASUREMENT_SPECIALS)?;
-        self.batch.begin_point(measurement, default_timestamp_ns, source);
+        self.batch
+            .begin_point(measurement, default_timestamp_ns, source);
 
         if self.peek() == Some(b',') {
             loop {
@@ -183,7 +191,11 @@ impl<'a> Parser<'a, '_> {
                 .and_then(|s| s.parse::<i64>().ok())
                 .ok_or("invalid timestamp")?;
             let ns = precision.to_nanos(value).ok_or("timestamp out of range")?;
-            self.batch.points.last_mut().expect("begun above").timestamp_ns = ns;
+            self.batch
+                .points
+                .last_mut()
+                .expect("begun above")
+                .timestamp_ns = ns;
             self.skip_spaces();
             if !self.at_line_end() {
                 return Err("unexpected text after the timestamp");

@@ -50,7 +50,9 @@ impl std::str::FromStr for Precision {
             "us" => Ok(Precision::Us),
             "ms" => Ok(Precision::Ms),
             "s" => Ok(Precision::S),
-            other => Err(format!("unknown precision {other:?}: expected ns, us, ms or s")),
+            other => Err(format!(
+                "unknown precision {other:?}: expected ns, us, ms or s"
+            )),
         }
     }
 }

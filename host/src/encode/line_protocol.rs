@@ -94,7 +94,9 @@ fn write_point_inner(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(
 
 fn write_value(out: &mut Vec<u8>, value: FieldValue<'_>) {
     match value {
-        FieldValue::Float(v) => out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes()),
+        FieldValue::Float(v) => {
+            out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes())
+        }
         FieldValue::Int(v) => {
             out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
             out.push(b'i');
@@ -231,7 +233,10 @@ mod tests {
         let b = one(
             "m",
             &[("empty", ""), ("", "v")],
-            &[("nan", FieldValue::Float(f64::NAN)), ("ok", FieldValue::Float(1.0))],
+            &[
+                ("nan", FieldValue::Float(f64::NAN)),
+                ("ok", FieldValue::Float(1.0)),
+            ],
             5,
         );
         assert_eq!(point_to_line(&b, 0), "m ok=1.0 5");
@@ -240,7 +245,10 @@ mod tests {
         assert_eq!(write_point(&nan, 0, &mut out), Err(Unwritable::NoFields));
         assert_eq!(out, b"keep");
         let newline = one("m", &[("k", "a\nb")], &[("f", FieldValue::Int(1))], 5);
-        assert_eq!(write_batch(&newline, &mut out), vec![(0, Unwritable::Newline)]);
+        assert_eq!(
+            write_batch(&newline, &mut out),
+            vec![(0, Unwritable::Newline)]
+        );
         let empty = one("", &[], &[("f", FieldValue::Int(1))], 5);
         assert_eq!(
             write_point(&empty, 0, &mut out),

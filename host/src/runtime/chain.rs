@@ -82,7 +82,11 @@ pub struct Chain {
 
 impl Chain {
     /// Loads every component of the tenant's chain and checks its params.
-    pub fn load(runtime: &Runtime, config: &Config, tenant: &TenantConfig) -> Result<Chain, LoadError> {
+    pub fn load(
+        runtime: &Runtime,
+        config: &Config,
+        tenant: &TenantConfig,
+    ) -> Result<Chain, LoadError> {
         let stages = tenant
             .chain
             .iter()
@@ -164,7 +168,13 @@ impl Router {
             return Ok(None);
         };
         let id = StageId::router(&router.component);
-        let stage = load_stage(runtime, config, router, id, router.limits.unwrap_or_default())?;
+        let stage = load_stage(
+            runtime,
+            config,
+            router,
+            id,
+            router.limits.unwrap_or_default(),
+        )?;
         let tenants = config.tenants.iter().map(|t| t.name.clone()).collect();
         Ok(Some(Router { stage, tenants }))
     }
@@ -201,7 +211,11 @@ impl Router {
                 }),
                 None => {
                     let tenant = tenant.to_owned();
-                    routed.by_tenant.entry(tenant).or_default().copy_point_from(&out, i);
+                    routed
+                        .by_tenant
+                        .entry(tenant)
+                        .or_default()
+                        .copy_point_from(&out, i);
                 }
             }
         }

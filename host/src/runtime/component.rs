@@ -87,7 +87,9 @@ impl Runtime {
             path: path.clone(),
             reason,
         };
-        let component = self.compile(&bytes, &sha256).map_err(|e| invalid(format!("{e:#}")))?;
+        let component = self
+            .compile(&bytes, &sha256)
+            .map_err(|e| invalid(format!("{e:#}")))?;
         self.check_contract(name, &component)?;
         let pre = self
             .linker
@@ -148,7 +150,9 @@ impl Runtime {
             return Component::new(&self.engine, bytes);
         };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         let file = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
         if file.is_file() {
             // SAFETY: the file was written by `Component::serialize` below, into a
@@ -156,7 +160,9 @@ impl Runtime {
             // it was compiled by a compatible engine and refuses it otherwise.
             match unsafe { Component::deserialize_file(&self.engine, &file) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes)?;

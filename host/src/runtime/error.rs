@@ -40,7 +40,11 @@ impl fmt::Display for StageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.tenant {
             None => write!(f, "router ({})", self.component),
-            Some(t) => write!(f, "tenant '{t}' stage {} ({})", self.position, self.component),
+            Some(t) => write!(
+                f,
+                "tenant '{t}' stage {} ({})",
+                self.position, self.component
+            ),
         }
     }
 }

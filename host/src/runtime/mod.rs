@@ -33,7 +33,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
 
 /// How often the epoch advances: the resolution of `limits.cpu_per_batch`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);

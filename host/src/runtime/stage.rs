@@ -181,7 +181,11 @@ impl Stage {
 
     fn deadline_ticks(&self) -> u64 {
         // +1: the tick in progress when the deadline is set may be nearly over.
-        self.limits.cpu_per_batch.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1
+        self.limits
+            .cpu_per_batch
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos()) as u64
+            + 1
     }
 
     fn instantiate(&self) -> Result<Instance, LoadError> {
@@ -205,7 +209,10 @@ impl Stage {
             Ok(guest) => guest,
             Err(e) => return Err(failed(e, &store)),
         };
-        match guest.boulder_transform_stage().call_init(&mut store, &self.params) {
+        match guest
+            .boulder_transform_stage()
+            .call_init(&mut store, &self.params)
+        {
             Ok(Ok(())) => Ok(Instance { store, guest }),
             Ok(Err(message)) => Err(LoadError::Params {
                 stage: (*self.id).clone(),
@@ -304,10 +311,16 @@ fn check_output(
             ratio,
         });
     }
-    let batch = codec::decode(&output.batch).map_err(|e| Failure::MalformedOutput(e.to_string()))?;
+    let batch =
+        codec::decode(&output.batch).map_err(|e| Failure::MalformedOutput(e.to_string()))?;
 
     // Per origin: 0 = not in the input, 1 = in the input, 2 = accounted for.
-    let origins = input.points.iter().map(|p| p.origin as usize + 1).max().unwrap_or(0);
+    let origins = input
+        .points
+        .iter()
+        .map(|p| p.origin as usize + 1)
+        .max()
+        .unwrap_or(0);
     let mut state = vec![0u8; origins];
     for p in &input.points {
         state[p.origin as usize] = 1;
@@ -339,7 +352,11 @@ fn check_output(
             reason: r.reason,
         });
     }
-    if let Some(i) = input.points.iter().position(|p| state[p.origin as usize] != 2) {
+    if let Some(i) = input
+        .points
+        .iter()
+        .position(|p| state[p.origin as usize] != 2)
+    {
         return Err(Failure::MalformedOutput(format!(
             "input point {i} was neither kept nor rejected"
         )));

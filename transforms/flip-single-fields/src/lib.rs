@@ -65,7 +65,10 @@ mod tests {
     use boulder_guest_sdk::testing::{point, run};
     use boulder_guest_sdk::Format;
 
-    fn flip(params: &str, p: boulder_guest_sdk::testing::TestPoint) -> Vec<boulder_guest_sdk::testing::TestPoint> {
+    fn flip(
+        params: &str,
+        p: boulder_guest_sdk::testing::TestPoint,
+    ) -> Vec<boulder_guest_sdk::testing::TestPoint> {
         let mut t = Flip::init(Params::from_json(params)).unwrap();
         run(&mut t, &[p]).kept
     }
@@ -77,8 +80,13 @@ mod tests {
             vec![point("cpu_usage").tag("host", "a").field("value", 0.5)]
         );
         assert_eq!(
-            flip("", point("disk").field("free", 3i64).format(Format::InfluxJson)),
-            vec![point("disk_free").field("value", 3i64).format(Format::InfluxJson)]
+            flip(
+                "",
+                point("disk").field("free", 3i64).format(Format::InfluxJson)
+            ),
+            vec![point("disk_free")
+                .field("value", 3i64)
+                .format(Format::InfluxJson)]
         );
     }
 

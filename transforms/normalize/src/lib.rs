@@ -104,7 +104,7 @@ mod tests {
     fn keeps_empty_and_lowercase_names() {
         let mut t = Normalize::init(Params::from_json("")).unwrap();
         let p = point("").tag("", "").field("a:b", 1i64);
-        assert_eq!(run(&mut t, &[p.clone()]).kept, vec![p]);
+        assert_eq!(run(&mut t, std::slice::from_ref(&p)).kept, vec![p]);
     }
 
     #[test]

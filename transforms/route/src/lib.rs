@@ -70,7 +70,9 @@ impl Rule {
     fn from_params(i: usize, p: RuleParams) -> Result<Rule, String> {
         let at = |msg: &str| format!("rules[{i}]: {msg}");
         if p.topic.is_none() && p.tag.is_none() && p.measurement_prefix.is_none() {
-            return Err(at("needs at least one of `topic`, `tag`, `measurement_prefix`"));
+            return Err(at(
+                "needs at least one of `topic`, `tag`, `measurement_prefix`",
+            ));
         }
         if p.value.is_some() && p.tag.is_none() {
             return Err(at("`value` needs `tag`"));
@@ -84,7 +86,9 @@ impl Rule {
             return Err(at("`tenant` is empty"));
         }
         let topic = match p.topic {
-            Some(t) => Some(Regex::new(&t).map_err(|e| at(&format!("`topic` is not a regex: {e}")))?),
+            Some(t) => {
+                Some(Regex::new(&t).map_err(|e| at(&format!("`topic` is not a regex: {e}")))?)
+            }
             None => None,
         };
         Ok(Rule {
@@ -167,7 +171,10 @@ impl Transform for Route {
             self.last_topic.clear();
             self.last_topic.push_str(point.source_topic());
             for (rule, matches) in self.rules.iter().zip(&mut self.topic_matches) {
-                *matches = rule.topic.as_ref().is_some_and(|r| r.is_match(&self.last_topic));
+                *matches = rule
+                    .topic
+                    .as_ref()
+                    .is_some_and(|r| r.is_match(&self.last_topic));
             }
         }
         self.tenants.clear();
@@ -234,7 +241,10 @@ mod tests {
             params,
             &[
                 point("cpu").field("v", 1.0).topic("team-a-metrics"),
-                point("cpu").tag("tenant", "b").field("v", 1.0).topic("team-a-x"),
+                point("cpu")
+                    .tag("tenant", "b")
+                    .field("v", 1.0)
+                    .topic("team-a-x"),
                 point("cpu").tag("tenant", "b").field("v", 1.0),
                 point("cpu").tag("env", "prod").field("v", 1.0),
                 point("cpu").tag("env", "dev").field("v", 1.0),
@@ -244,7 +254,15 @@ mod tests {
         );
         assert_eq!(
             tenants(&out),
-            vec![(0, "a"), (1, "a"), (2, "b"), (3, "prod"), (4, "ops"), (5, "kafka"), (6, "ops")]
+            vec![
+                (0, "a"),
+                (1, "a"),
+                (2, "b"),
+                (3, "prod"),
+                (4, "ops"),
+                (5, "kafka"),
+                (6, "ops")
+            ]
         );
     }
 
@@ -262,9 +280,15 @@ mod tests {
 
     #[test]
     fn unrouted_points_dead_letter_by_default_or_drop() {
-        let p = [point("x").field("v", 1.0), point("y").tag("tenant", "").field("v", 1.0)];
+        let p = [
+            point("x").field("v", 1.0),
+            point("y").tag("tenant", "").field("v", 1.0),
+        ];
         let out = route(r#"{"rules":[{"tag":"tenant"}]}"#, &p);
-        assert_eq!(out.dead_lettered(), vec![(0, "no route matched"), (1, "no route matched")]);
+        assert_eq!(
+            out.dead_lettered(),
+            vec![(0, "no route matched"), (1, "no route matched")]
+        );
         let out = route(r#"{"rules":[{"tag":"tenant"}],"unrouted":"drop"}"#, &p);
         assert_eq!(out.dropped().len(), 2);
     }
@@ -286,12 +310,27 @@ mod tests {
     #[test]
     fn refuses_bad_rules_with_their_index() {
         let cases = [
-            (r#"{"rules":[{"tenant":"a"}]}"#, "rules[0]: needs at least one of"),
-            (r#"{"rules":[{"tag":"t"},{"topic":"x","value":"x","tenant":"a"}]}"#, "rules[1]: `value` needs `tag`"),
-            (r#"{"rules":[{"tag":"t","value":"x"}]}"#, "rules[0]: needs `tenant`"),
-            (r#"{"rules":[{"topic":"(","tenant":"a"}]}"#, "rules[0]: `topic` is not a regex"),
+            (
+                r#"{"rules":[{"tenant":"a"}]}"#,
+                "rules[0]: needs at least one of",
+            ),
+            (
+                r#"{"rules":[{"tag":"t"},{"topic":"x","value":"x","tenant":"a"}]}"#,
+                "rules[1]: `value` needs `tag`",
+            ),
+            (
+                r#"{"rules":[{"tag":"t","value":"x"}]}"#,
+                "rules[0]: needs `tenant`",
+            ),
+            (
+                r#"{"rules":[{"topic":"(","tenant":"a"}]}"#,
+                "rules[0]: `topic` is not a regex",
+            ),
             (r#"{}"#, "no `rules` and no `default`"),
-            (r#"{"default":"a","unrouted":"lose"}"#, "unknown variant `lose`"),
+            (
+                r#"{"default":"a","unrouted":"lose"}"#,
+                "unknown variant `lose`",
+            ),
             (r#"{"default":"a","rule":[]}"#, "unknown field `rule`"),
         ];
         for (params, want) in cases {

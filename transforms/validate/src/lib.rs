@@ -124,7 +124,13 @@ pub fn sanitize(name: &str) -> Option<String> {
     }
     Some(
         name.chars()
-            .map(|c| if c.is_ascii() && is_name_byte(c as u8) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii() && is_name_byte(c as u8) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect(),
     )
 }
@@ -161,8 +167,11 @@ mod tests {
 
     #[test]
     fn leaves_clean_points_alone() {
-        let p = point("cpu").tag("host", "a").field("usage_idle", 99.0).timestamp(7);
-        assert_eq!(validate("", &[p.clone()]).kept, vec![p]);
+        let p = point("cpu")
+            .tag("host", "a")
+            .field("usage_idle", 99.0)
+            .timestamp(7);
+        assert_eq!(validate("", std::slice::from_ref(&p)).kept, vec![p]);
     }
 
     #[test]

@@ -21,11 +21,16 @@ fn lines(batch: &Batch) -> Vec<String> {
 
 #[test]
 fn parses_a_full_line() {
-    let (b, errors) = parse("cpu,host=a,region=eu usage=0.5,count=3i,big=7u,up=T,msg=\"ok\" 1700000000000000000\n");
+    let (b, errors) = parse(
+        "cpu,host=a,region=eu usage=0.5,count=3i,big=7u,up=T,msg=\"ok\" 1700000000000000000\n",
+    );
     assert!(errors.is_empty());
     let p = b.point(0);
     assert_eq!(p.measurement(), "cpu");
-    assert_eq!(p.tags().collect::<Vec<_>>(), vec![("host", "a"), ("region", "eu")]);
+    assert_eq!(
+        p.tags().collect::<Vec<_>>(),
+        vec![("host", "a"), ("region", "eu")]
+    );
     assert_eq!(
         p.fields().collect::<Vec<_>>(),
         vec![
@@ -41,12 +46,19 @@ fn parses_a_full_line() {
 
 #[test]
 fn unescapes_every_escape() {
-    let (b, errors) = parse(r#"my\ meas\,ure,tag\ k\=ey=va\,l\=ue\ x f\=k="say \"hi\" \\ there",g=1 0"#);
+    let (b, errors) =
+        parse(r#"my\ meas\,ure,tag\ k\=ey=va\,l\=ue\ x f\=k="say \"hi\" \\ there",g=1 0"#);
     assert!(errors.is_empty(), "{errors:?}");
     let p = b.point(0);
     assert_eq!(p.measurement(), "my meas,ure");
-    assert_eq!(p.tags().collect::<Vec<_>>(), vec![("tag k=ey", "va,l=ue x")]);
-    assert_eq!(p.field("f=k"), Some(FieldValue::String(r#"say "hi" \ there"#)));
+    assert_eq!(
+        p.tags().collect::<Vec<_>>(),
+        vec![("tag k=ey", "va,l=ue x")]
+    );
+    assert_eq!(
+        p.field("f=k"),
+        Some(FieldValue::String(r#"say "hi" \ there"#))
+    );
     // A backslash before an ordinary character is literal.
     let (b, _) = parse(r"m\x,t=a\b f=1");
     assert_eq!(b.point(0).measurement(), r"m\x");
@@ -58,8 +70,16 @@ fn unescapes_every_escape() {
 #[test]
 fn booleans_in_every_spelling() {
     for (text, v) in [
-        ("t", true), ("T", true), ("true", true), ("True", true), ("TRUE", true),
-        ("f", false), ("F", false), ("false", false), ("False", false), ("FALSE", false),
+        ("t", true),
+        ("T", true),
+        ("true", true),
+        ("True", true),
+        ("TRUE", true),
+        ("f", false),
+        ("F", false),
+        ("false", false),
+        ("False", false),
+        ("FALSE", false),
     ] {
         let (b, errors) = parse(&format!("m x={text}"));
         assert!(errors.is_empty(), "{text}");
@@ -86,7 +106,14 @@ fn numbers_in_every_form() {
             FieldValue::UInt(u64::MAX),
         ]
     );
-    for bad in ["m a=inf", "m a=NaN", "m a=1x", "m a=9223372036854775808i", "m a=-1u", "m a="] {
+    for bad in [
+        "m a=inf",
+        "m a=NaN",
+        "m a=1x",
+        "m a=9223372036854775808i",
+        "m a=-1u",
+        "m a=",
+    ] {
         assert_eq!(parse(bad).1.len(), 1, "{bad} should fail");
     }
 }
@@ -112,7 +139,10 @@ fn timestamps_follow_precision_and_default() {
 fn many_lines_comments_blank_lines_and_crlf() {
     let (b, errors) = parse("# header\n\ncpu f=1 1\r\n  mem f=2 2\n\n# done\ndisk f=3");
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(lines(&b), vec!["cpu f=1.0 1", "mem f=2.0 2", "disk f=3.0 999"]);
+    assert_eq!(
+        lines(&b),
+        vec!["cpu f=1.0 1", "mem f=2.0 2", "disk f=3.0 999"]
+    );
 }
 
 #[test]
@@ -121,9 +151,15 @@ fn a_bad_line_fails_alone_with_its_number_and_bytes() {
     let (b, errors) = parse(input);
     assert_eq!(lines(&b), vec!["ok f=1.0 1", "ok2 f=2.0 2"]);
     assert_eq!(errors.len(), 3);
-    assert_eq!((errors[0].line, errors[0].reason.as_str()), (2, "field without '='"));
+    assert_eq!(
+        (errors[0].line, errors[0].reason.as_str()),
+        (2, "field without '='")
+    );
     assert_eq!(&input[errors[0].bytes.clone()], "bad line");
-    assert_eq!((errors[1].line, errors[1].reason.as_str()), (4, "empty tag value"));
+    assert_eq!(
+        (errors[1].line, errors[1].reason.as_str()),
+        (4, "empty tag value")
+    );
     assert_eq!(&input[errors[1].bytes.clone()], "m,t= f=1");
     assert_eq!(errors[2].line, 5);
 }
@@ -131,7 +167,10 @@ fn a_bad_line_fails_alone_with_its_number_and_bytes() {
 #[test]
 fn string_fields_may_span_lines() {
     let (b, errors) = parse("m s=\"two\nlines\" 1\nn f=1 2\nbad\n");
-    assert_eq!(b.point(0).field("s"), Some(FieldValue::String("two\nlines")));
+    assert_eq!(
+        b.point(0).field("s"),
+        Some(FieldValue::String("two\nlines"))
+    );
     assert_eq!(b.len(), 2);
     assert_eq!(errors[0].line, 4);
 }
@@ -165,7 +204,12 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn value() -> impl Strategy<Value = (u8, i64, f64, String)> {
-    (0u8..5, any::<i64>(), any::<f64>().prop_filter("finite", |v| v.is_finite()), "[a-z \"\\\\,=é\n]{0,10}")
+    (
+        0u8..5,
+        any::<i64>(),
+        any::<f64>().prop_filter("finite", |v| v.is_finite()),
+        "[a-z \"\\\\,=é\n]{0,10}",
+    )
 }
 
 prop_compose! {

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what Boulder needs on a fresh Debian 12 machine, skipping what is present:
+# - Debian packages: rustc-web, cargo-web, rust-web-src and lld-22 (guests are built
+#   for wasm32 with a std built from source, since rustup here cannot download one);
+# - cargo-component, which builds tenants' transforms into components.
+# The host itself builds with the machine's rustup toolchain (stable >= 1.95).
+set -euo pipefail
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+
+missing=()
+for pkg in rustc-web cargo-web rust-web-src lld-22; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: apt-get install ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! cargo component --version >/dev/null 2>&1; then
+    echo "install-deps: cargo install cargo-component (a few minutes, once)" >&2
+    cargo install --locked --quiet cargo-component
+fi

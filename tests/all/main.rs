@@ -1,0 +1,7 @@
+//! Integration tests: one binary, a module per concern. The guests are built from
+//! this repository by `scripts/build-guests.sh` on first use.
+
+mod builtins;
+mod cli;
+mod guest_builds;
+mod hostile;
