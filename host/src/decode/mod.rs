@@ -5,6 +5,8 @@
 //! line reports that line (number, byte range, reason) and keeps the others.
 
 pub mod influx_line;
+mod json;
+pub mod json_formats;
 
 use serde::Deserialize;
 use std::fmt;
@@ -76,3 +78,31 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
+
+/// Decodes one message of `format` into `batch`, as points of `source`. Points
+/// without a timestamp get `default_timestamp_ns`. Returns the parts that could not
+/// be decoded; everything else is in the batch.
+pub fn decode(
+    format: boulder_batch::Format,
+    precision: Precision,
+    message: &[u8],
+    default_timestamp_ns: i64,
+    source: u32,
+    batch: &mut boulder_batch::Batch,
+) -> Vec<DecodeError> {
+    use boulder_batch::Format;
+    match format {
+        Format::InfluxLine => {
+            influx_line::decode(message, precision, default_timestamp_ns, source, batch)
+        }
+        Format::InfluxJson => json_formats::decode_influx_json(
+            message,
+            precision,
+            default_timestamp_ns,
+            source,
+            batch,
+        ),
+        Format::PrometheusJson => json_formats::decode_prometheus_json(message, source, batch),
+        Format::OpentsdbJson => json_formats::decode_opentsdb_json(message, source, batch),
+    }
+}
