@@ -5,9 +5,11 @@
 //! the file and the key. `boulder.example.toml` at the top of the repository is the
 //! commented reference.
 
+use crate::decode::Precision;
+use boulder_batch::Format;
 use bytesize::ByteSize;
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,9 +56,19 @@ pub struct Config {
     /// The router: assigns each point to its tenant(s). Optional for
     /// `boulder transform`, which can run a tenant's chain alone.
     pub router: Option<StageConfig>,
-    /// The tenants, each with its chain of transforms.
+    /// The tenants, each with its chain of transforms and its outputs.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// The Kafka cluster to consume from (required by `boulder run`).
+    pub kafka: Option<KafkaConfig>,
+    /// What to consume, and how to decode it (at least one for `boulder run`).
+    #[serde(default)]
+    pub inputs: Vec<InputConfig>,
+    /// Where failures go (required by `boulder run`: nothing is dropped silently).
+    pub dlq: Option<DlqConfig>,
+    /// How messages are grouped into batches and how many run at once.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
     /// The folder of the config file, against which relative paths are resolved.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -129,6 +141,158 @@ pub struct TenantConfig {
     /// Sandbox limits for every stage of the chain.
     #[serde(default)]
     pub limits: Limits,
+    /// Where the tenant's points are written (at least one for `boulder run`).
+    #[serde(default)]
+    pub outputs: Vec<OutputConfig>,
+}
+
+/// `[kafka]`: the cluster, the consumer group, and librdkafka options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The consumer group. Run more `boulder` processes in one group to scale out.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Passed to librdkafka as they are, for the consumer and the dead-letter
+    /// producer alike: TLS (`security.protocol`, `ssl.ca.location`, ...), SASL
+    /// (`sasl.mechanism`, `sasl.username`, ...), `auto.offset.reset`, timeouts.
+    /// Boulder sets `enable.auto.offset.store = false` itself (offsets are stored
+    /// only once points are written or dead-lettered) and refuses an override.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// `[[inputs]]`: topics of one format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Topic names, or regexes when they start with `^` (librdkafka's syntax);
+    /// topics that match and are created later are picked up.
+    pub topics: Vec<String>,
+    /// How messages are encoded.
+    pub format: InputFormat,
+    /// Unit of timestamps, for `influx-line` (default `ns`) and `influx-json`
+    /// (default `s`, Telegraf's default `json_timestamp_units`). The other formats
+    /// say their unit themselves.
+    pub precision: Option<Precision>,
+}
+
+impl InputConfig {
+    /// The precision in force for this input.
+    pub fn precision(&self) -> Precision {
+        self.precision.unwrap_or(match self.format {
+            InputFormat::InfluxJson => Precision::S,
+            _ => Precision::Ns,
+        })
+    }
+}
+
+/// The wire formats Boulder decodes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFormat {
+    /// InfluxDB line protocol, many lines per message.
+    InfluxLine,
+    /// Telegraf's JSON serializer, one metric or a batch.
+    InfluxJson,
+    /// prometheus-kafka-adapter's JSON.
+    PrometheusJson,
+    /// OpenTSDB's put JSON, one object or an array.
+    OpentsdbJson,
+}
+
+impl From<InputFormat> for Format {
+    fn from(f: InputFormat) -> Format {
+        match f {
+            InputFormat::InfluxLine => Format::InfluxLine,
+            InputFormat::InfluxJson => Format::InfluxJson,
+            InputFormat::PrometheusJson => Format::PrometheusJson,
+            InputFormat::OpentsdbJson => Format::OpentsdbJson,
+        }
+    }
+}
+
+/// One InfluxDB-v2-compatible endpoint of a tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// A name for logs, metrics and dead letters. Default: `<tenant>-<n>` (from 1).
+    pub name: Option<String>,
+    /// The write endpoint, e.g. `http://127.0.0.1:8428/api/v2/write`
+    /// (`https://` uses the system's CA certificates).
+    pub url: String,
+    /// The `org` query parameter. Default: empty.
+    #[serde(default)]
+    pub org: String,
+    /// The `bucket` query parameter (VictoriaMetrics turns it into a `db` label).
+    #[serde(default)]
+    pub bucket: String,
+    /// Environment variable holding the API token, sent as `Authorization: Token ...`.
+    /// `boulder run` refuses to start when it is named but not set.
+    pub token_env: Option<String>,
+    /// Gzip request bodies. Default: true.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// Gzip level, 0-9. Default: 1 (fast; level 6 costs three times the CPU).
+    #[serde(default = "default_gzip_level")]
+    pub gzip_level: u32,
+    /// A write is sent when it holds this many points... Default: 10000.
+    #[serde(default = "default_batch_points")]
+    pub batch_points: usize,
+    /// ...or when its oldest point has waited this long. Default: 1s.
+    #[serde(default = "default_batch_age", with = "humantime_serde")]
+    pub batch_age: Duration,
+    /// Deadline for one HTTP request, response included. Default: 10s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long to keep retrying connection errors, timeouts, 429 and 5xx before
+    /// dead-lettering the batch. Default: 1h.
+    #[serde(default = "default_max_retry_time", with = "humantime_serde")]
+    pub max_retry_time: Duration,
+}
+
+/// `[dlq]`: the dead-letter topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqConfig {
+    /// The topic dead letters are produced to (same cluster as `[kafka]`).
+    pub topic: String,
+    /// Create the topic at start if it does not exist. Default: true.
+    #[serde(default = "default_true")]
+    pub create: bool,
+    /// Partitions of a created topic. Default: 1.
+    #[serde(default = "default_dlq_partitions")]
+    pub partitions: i32,
+    /// Replication factor of a created topic; -1 takes the broker's default. Default: -1.
+    #[serde(default = "default_dlq_replication")]
+    pub replication: i32,
+}
+
+/// `[pipeline]`: batching between Kafka and the runtime.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Messages decoded and transformed together, at most. Default: 200.
+    #[serde(default = "default_batch_messages")]
+    pub batch_messages: usize,
+    /// How long a batch waits for more messages. Default: 20ms.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
+    /// Batches transformed at once (threads running guests). Default: the number
+    /// of cores.
+    pub workers: Option<usize>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> PipelineConfig {
+        PipelineConfig {
+            batch_messages: default_batch_messages(),
+            linger: default_linger(),
+            workers: None,
+        }
+    }
 }
 
 /// Sandbox limits for a guest instance.
@@ -158,6 +322,36 @@ impl Default for Limits {
     }
 }
 
+fn default_dlq_partitions() -> i32 {
+    1
+}
+fn default_dlq_replication() -> i32 {
+    -1
+}
+fn default_group_id() -> String {
+    "boulder".to_owned()
+}
+fn default_gzip_level() -> u32 {
+    1
+}
+fn default_batch_points() -> usize {
+    10_000
+}
+fn default_batch_age() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_retry_time() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_batch_messages() -> usize {
+    200
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(20)
+}
 fn default_true() -> bool {
     true
 }
@@ -260,6 +454,113 @@ impl Config {
                 }
             }
             self.check_limits(&format!("{key}.limits"), &tenant.limits)?;
+            for (j, output) in tenant.outputs.iter().enumerate() {
+                self.check_output(&format!("{key}.outputs[{j}]"), output)?;
+            }
+        }
+        for (i, input) in self.inputs.iter().enumerate() {
+            if input.topics.is_empty() || input.topics.iter().any(|t| t.trim().is_empty()) {
+                return Err(self.invalid(
+                    format!("inputs[{i}].topics"),
+                    "needs one or more non-empty topic names",
+                ));
+            }
+            let precision_applies = matches!(
+                input.format,
+                InputFormat::InfluxLine | InputFormat::InfluxJson
+            );
+            if input.precision.is_some() && !precision_applies {
+                return Err(self.invalid(
+                    format!("inputs[{i}].precision"),
+                    "only influx-line and influx-json take a precision; the other formats carry their unit",
+                ));
+            }
+        }
+        if let Some(kafka) = &self.kafka {
+            if kafka.brokers.trim().is_empty() {
+                return Err(self.invalid("kafka.brokers", "is empty"));
+            }
+            if kafka.options.contains_key("enable.auto.offset.store") {
+                return Err(self.invalid(
+                    "kafka.options.enable.auto.offset.store",
+                    "Boulder stores offsets itself, only after points are written or dead-lettered",
+                ));
+            }
+        }
+        if self.pipeline.batch_messages == 0 {
+            return Err(self.invalid("pipeline.batch_messages", "must be at least 1"));
+        }
+        if self.pipeline.workers == Some(0) {
+            return Err(self.invalid("pipeline.workers", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn check_output(&self, key: &str, output: &OutputConfig) -> Result<(), ConfigError> {
+        let uri: hyper::Uri = output.url.parse().map_err(|e| {
+            self.invalid(
+                format!("{key}.url"),
+                format!("{:?} is not a URL: {e}", output.url),
+            )
+        })?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(self.invalid(
+                format!("{key}.url"),
+                format!(
+                    "{:?} must be an http:// or https:// URL with a host",
+                    output.url
+                ),
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(self.invalid(
+                format!("{key}.url"),
+                "must have no query: set org and bucket, Boulder adds precision=ns",
+            ));
+        }
+        if output.gzip_level > 9 {
+            return Err(self.invalid(format!("{key}.gzip_level"), "must be 0-9"));
+        }
+        if output.batch_points == 0 {
+            return Err(self.invalid(format!("{key}.batch_points"), "must be at least 1"));
+        }
+        if output.timeout.is_zero() {
+            return Err(self.invalid(format!("{key}.timeout"), "must be more than 0s"));
+        }
+        Ok(())
+    }
+
+    /// Checks what `boulder run` needs beyond a valid file: Kafka, inputs, a
+    /// dead-letter topic, and an output for every tenant.
+    pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        if self.kafka.is_none() {
+            return Err(self.invalid("kafka", "`boulder run` needs a [kafka] table"));
+        }
+        if self.inputs.is_empty() {
+            return Err(self.invalid("inputs", "`boulder run` needs at least one [[inputs]]"));
+        }
+        if self.dlq.is_none() {
+            return Err(self.invalid(
+                "dlq",
+                "`boulder run` needs a [dlq] topic: failures are never dropped",
+            ));
+        }
+        if self.tenants.is_empty() {
+            return Err(self.invalid("tenants", "`boulder run` needs at least one tenant"));
+        }
+        if self.router.is_none() && self.tenants.len() > 1 {
+            return Err(self.invalid(
+                "router",
+                "several tenants need a [router] to choose between them",
+            ));
+        }
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            if tenant.outputs.is_empty() {
+                return Err(self.invalid(
+                    format!("tenants[{i}].outputs"),
+                    format!("tenant {:?} has no outputs", tenant.name),
+                ));
+            }
         }
         Ok(())
     }

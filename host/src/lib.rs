@@ -2,9 +2,13 @@
 //! InfluxDB-v2-compatible databases.
 //!
 //! The modules follow a point's path:
+//! - [`kafka`]: the consumer group, and the offsets that may be committed ([`kafka::ack`]);
 //! - [`decode`]: bytes (a Kafka message, a file) into a flat [`boulder_batch::Batch`];
 //! - [`runtime`]: the sandbox: the router and each tenant's chain of components;
 //! - [`encode`]: line protocol for the sinks;
+//! - [`sink`]: batching writers to InfluxDB-v2-compatible endpoints;
+//! - [`dlq`]: the dead-letter queue for everything not written;
+//! - [`pipeline`]: one group of messages through all of the above;
 //!
 //! and around them [`config`], the one file that describes a deployment.
 //! The `boulder` binary (`src/main.rs`, `src/cli/`) wires them into commands.
@@ -12,7 +16,11 @@
 
 pub mod config;
 pub mod decode;
+pub mod dlq;
 pub mod encode;
+pub mod kafka;
+pub mod pipeline;
 pub mod runtime;
+pub mod sink;
 
 pub use boulder_batch as batch;

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 mod check;
+mod run;
 mod transform;
 
 use anyhow::Result;
@@ -18,6 +19,9 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Consume from Kafka, run every point through the router and its tenant's
+    /// chain, and write it to the tenant's outputs; dead-letter what cannot be.
+    Run(ConfigArg),
     /// Run one tenant's chain (and optionally the router) over line protocol from a
     /// file or stdin, print the kept points, and summarise the rest on stderr.
     Transform(transform::TransformArgs),
@@ -37,6 +41,7 @@ pub struct ConfigArg {
 /// Runs a parsed command line.
 pub fn run(args: Args) -> Result<()> {
     match args.command {
+        Command::Run(a) => run::run(a),
         Command::Transform(a) => transform::run(a),
         Command::Check(a) => check::run(a),
     }
@@ -52,6 +57,7 @@ pub fn init_logging() {
         .unwrap_or_else(|| "info".to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -1,0 +1,170 @@
+//! `boulder run`: the main job. Consume, decode, route, transform, write; what is
+//! not written is dead-lettered; offsets are committed only behind both.
+
+use super::ConfigArg;
+use anyhow::{bail, Context, Result};
+use boulder::config::Config;
+use boulder::dlq::{DeadLetter, Dlq};
+use boulder::kafka::{self, ack::Tracker, Inputs};
+use boulder::pipeline::{Pipeline, Tenant};
+use boulder::runtime::{Chain, Router, Runtime, RuntimeSettings};
+use boulder::sink::{self, http::Endpoint};
+use rdkafka::consumer::Consumer;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Dead letters queued from the pipeline before it waits.
+const DEAD_LETTER_QUEUE: usize = 1024;
+
+pub fn run(args: ConfigArg) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    config.check_runnable()?;
+    let workers = config
+        .pipeline
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let runtime = Runtime::new(RuntimeSettings::from_config(&config))?;
+    let router = Router::load(&runtime, &config)?;
+    let mut chains = Vec::new();
+    for tenant in &config.tenants {
+        chains.push(Chain::load(&runtime, &config, tenant)?);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("boulder-io")
+        .build()?
+        .block_on(serve(config, router, chains, workers))
+}
+
+async fn serve(
+    config: Config,
+    router: Option<Router>,
+    chains: Vec<Chain>,
+    workers: usize,
+) -> Result<()> {
+    let kafka_config = config.kafka.as_ref().expect("checked");
+    let dlq_config = config.dlq.as_ref().expect("checked");
+    Dlq::ensure_topic(kafka_config, dlq_config)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let dlq =
+        Arc::new(Dlq::new(kafka_config, dlq_config).context("creating the dead-letter producer")?);
+    let client = sink::http::client().context("loading the system's CA certificates")?;
+
+    let mut writers = Vec::new();
+    let mut tenants = Vec::new();
+    for (tenant_config, chain) in config.tenants.iter().zip(chains) {
+        let mut outputs = Vec::new();
+        for (i, output) in tenant_config.outputs.iter().enumerate() {
+            let name = output
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", tenant_config.name, i + 1));
+            let token = match &output.token_env {
+                Some(var) => Some(std::env::var(var).with_context(|| {
+                    format!(
+                        "tenant {:?} output {name:?}: token_env {var:?} is not set",
+                        tenant_config.name
+                    )
+                })?),
+                None => None,
+            };
+            let endpoint = Endpoint::new(output, token.as_deref()).map_err(anyhow::Error::msg)?;
+            let (handle, task) = sink::spawn(
+                &tenant_config.name,
+                name,
+                output,
+                endpoint,
+                client.clone(),
+                dlq.clone(),
+            );
+            outputs.push(handle);
+            writers.push(task);
+        }
+        tenants.push(Tenant { chain, outputs });
+    }
+
+    let (dead_letters, dead_letter_rx) = mpsc::channel::<DeadLetter>(DEAD_LETTER_QUEUE);
+    let dead_letter_task = tokio::spawn(send_dead_letters(dlq.clone(), dead_letter_rx));
+    let pipeline = Arc::new(Pipeline::new(router, tenants, dead_letters));
+
+    let inputs = Arc::new(Inputs::new(&config.inputs).map_err(anyhow::Error::msg)?);
+    let consumer =
+        Arc::new(kafka::consumer(kafka_config, &inputs).context("creating the Kafka consumer")?);
+    let storing = Arc::downgrade(&consumer);
+    let tracker = Tracker::new(Box::new(move |topic, partition, offset| {
+        if let Some(consumer) = storing.upgrade() {
+            if let Err(e) = consumer.store_offset(topic, partition, offset) {
+                tracing::warn!(topic, partition, offset, error = %e, "cannot store offset");
+            }
+        }
+    }));
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tracing::info!(
+        brokers = %kafka_config.brokers,
+        group = %kafka_config.group_id,
+        topics = ?inputs.subscription(),
+        workers,
+        "boulder running"
+    );
+    kafka::consume(
+        consumer.clone(),
+        inputs,
+        tracker.clone(),
+        pipeline.clone(),
+        &config.pipeline,
+        workers,
+        shutdown,
+    )
+    .await;
+
+    // In-flight groups are handed off; let the writers and the dead-letter queue
+    // finish, then commit what they confirmed.
+    drop(pipeline);
+    for w in writers {
+        let _ = w.await;
+    }
+    let _ = dead_letter_task.await;
+    kafka::commit(&consumer);
+    if tracker.pending() > 0 {
+        bail!(
+            "{} messages were not finished and will be consumed again",
+            tracker.pending()
+        );
+    }
+    tracing::info!("boulder stopped");
+    Ok(())
+}
+
+async fn send_dead_letters(dlq: Arc<Dlq>, mut rx: mpsc::Receiver<DeadLetter>) {
+    let mut sending = tokio::task::JoinSet::new();
+    while let Some(letter) = rx.recv().await {
+        // A bounded number in flight: the channel fills and the pipeline waits.
+        while sending.len() >= 64 {
+            sending.join_next().await;
+        }
+        let dlq = dlq.clone();
+        sending.spawn(async move { dlq.send(letter).await });
+    }
+    while sending.join_next().await.is_some() {}
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping: finishing what is in flight (a second signal exits at once)");
+    shutdown.cancel();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now; unfinished messages will be consumed again");
+    std::process::exit(130);
+}

@@ -1,0 +1,247 @@
+//! The dead-letter queue: a Kafka topic that receives everything Boulder could not
+//! deliver, with the reason, so that nothing is ever dropped silently.
+//!
+//! A record's value is the original message bytes (decode failures) or the affected
+//! points as line protocol (later stages). Its headers follow Kafka Connect's
+//! dead-letter convention, so existing tooling reads them, plus Boulder's own:
+//!
+//! | header | value |
+//! |---|---|
+//! | `__connect.errors.topic` / `.partition` / `.offset` | where the message came from |
+//! | `__connect.errors.stage` | `decode`, `route`, `transform` or `write` |
+//! | `__connect.errors.exception.class.name` | a short class, e.g. `boulder.decode` |
+//! | `__connect.errors.exception.message` | the reason |
+//! | `boulder.tenant` / `boulder.component` / `boulder.output` | when known |
+//! | `boulder.http.status` | the sink's status, for write failures |
+//!
+//! The producer is idempotent with `acks=all`. A record that cannot be written is
+//! retried with backoff until it is: the acks it holds are released only then, so
+//! consumption stalls rather than lose it.
+
+use crate::config::{DlqConfig, KafkaConfig};
+use crate::kafka::ack::Ack;
+use backon::BackoffBuilder;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+/// The pipeline stage where something failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The message (or a line of it) could not be decoded.
+    Decode,
+    /// The router dead-lettered the point, failed, or named no known tenant.
+    Route,
+    /// A tenant's stage dead-lettered the point or failed on its batch.
+    Transform,
+    /// The sink refused the write, or retries ran out.
+    Write,
+}
+
+impl Stage {
+    /// The header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Route => "route",
+            Stage::Transform => "transform",
+            Stage::Write => "write",
+        }
+    }
+}
+
+/// One dead-letter record, and the acks it releases once written.
+pub struct DeadLetter {
+    /// The record's value.
+    pub value: Vec<u8>,
+    /// The original message's key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Where it failed.
+    pub stage: Stage,
+    /// A short error class, e.g. `boulder.decode`, `boulder.guest.panic`.
+    pub class: String,
+    /// The reason, for people.
+    pub message: String,
+    /// The tenant, when known.
+    pub tenant: Option<String>,
+    /// The component, when a guest was involved.
+    pub component: Option<String>,
+    /// The output, for write failures.
+    pub output: Option<String>,
+    /// The sink's HTTP status, for write failures.
+    pub http_status: Option<u16>,
+    /// The source message(s); the first names the record's source headers.
+    pub acks: Vec<Ack>,
+}
+
+impl DeadLetter {
+    /// A dead letter with only the required parts set.
+    pub fn new(
+        stage: Stage,
+        class: impl Into<String>,
+        message: impl Into<String>,
+        value: Vec<u8>,
+    ) -> DeadLetter {
+        DeadLetter {
+            value,
+            key: None,
+            stage,
+            class: class.into(),
+            message: message.into(),
+            tenant: None,
+            component: None,
+            output: None,
+            http_status: None,
+            acks: Vec::new(),
+        }
+    }
+
+    fn headers(&self) -> OwnedHeaders {
+        let mut h = OwnedHeaders::new();
+        let mut add = |key: &str, value: &str| {
+            h = std::mem::take(&mut h).insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        };
+        if let Some((topic, partition, offset)) = self.acks.first().map(Ack::source) {
+            add("__connect.errors.topic", topic);
+            add("__connect.errors.partition", &partition.to_string());
+            add("__connect.errors.offset", &offset.to_string());
+        }
+        add("__connect.errors.stage", self.stage.name());
+        add("__connect.errors.exception.class.name", &self.class);
+        add("__connect.errors.exception.message", &self.message);
+        for (key, value) in [
+            ("boulder.tenant", &self.tenant),
+            ("boulder.component", &self.component),
+            ("boulder.output", &self.output),
+        ] {
+            if let Some(v) = value {
+                add(key, v);
+            }
+        }
+        if let Some(status) = self.http_status {
+            add("boulder.http.status", &status.to_string());
+        }
+        h
+    }
+}
+
+/// The dead-letter producer.
+pub struct Dlq {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Dlq {
+    /// An idempotent producer to the dead-letter topic.
+    pub fn new(kafka: &KafkaConfig, dlq: &DlqConfig) -> Result<Dlq, rdkafka::error::KafkaError> {
+        let mut config = ClientConfig::new();
+        for (k, v) in &kafka.options {
+            // Consumer-only settings would only draw warnings from the producer.
+            if !k.starts_with("auto.") && !k.starts_with("enable.auto") && k != "group.id" {
+                config.set(k, v);
+            }
+        }
+        config
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000");
+        Ok(Dlq {
+            producer: config.create()?,
+            topic: dlq.topic.clone(),
+        })
+    }
+
+    /// Makes sure the dead-letter topic exists, creating it when allowed: a
+    /// dead-letter queue that cannot be written would stall everything later.
+    pub async fn ensure_topic(kafka: &KafkaConfig, dlq: &DlqConfig) -> Result<(), String> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let mut config = ClientConfig::new();
+        for (k, v) in &kafka.options {
+            if !k.starts_with("auto.") && !k.starts_with("enable.auto") && k != "group.id" {
+                config.set(k, v);
+            }
+        }
+        config.set("bootstrap.servers", &kafka.brokers);
+        let admin: AdminClient<DefaultClientContext> = config
+            .create()
+            .map_err(|e| format!("creating an admin client: {e}"))?;
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(&dlq.topic), Duration::from_secs(10))
+            .map_err(|e| format!("reading metadata of {:?}: {e}", dlq.topic))?;
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == dlq.topic && t.error().is_none() && !t.partitions().is_empty());
+        if exists {
+            return Ok(());
+        }
+        if !dlq.create {
+            return Err(format!(
+                "dead-letter topic {:?} does not exist and dlq.create = false",
+                dlq.topic
+            ));
+        }
+        let topic = NewTopic::new(
+            &dlq.topic,
+            dlq.partitions,
+            TopicReplication::Fixed(dlq.replication),
+        );
+        let results = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .map_err(|e| format!("creating dead-letter topic {:?}: {e}", dlq.topic))?;
+        for result in results {
+            match result {
+                Ok(_) => {
+                    tracing::info!(topic = %dlq.topic, partitions = dlq.partitions, "created the dead-letter topic")
+                }
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(format!("creating dead-letter topic {name:?}: {code}"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a dead letter, retrying until the broker confirms it, then releases
+    /// its acks.
+    pub async fn send(&self, letter: DeadLetter) {
+        let headers = letter.headers();
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut attempt = 0u32;
+        loop {
+            let mut record = FutureRecord::to(&self.topic)
+                .payload(&letter.value)
+                .headers(headers.clone());
+            if let Some(key) = &letter.key {
+                record = record.key(key);
+            }
+            match self.producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => break,
+                Err((e, _)) => {
+                    attempt += 1;
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::error!(topic = %self.topic, attempt, error = %e, retry_in = ?wait, "cannot write to the dead-letter queue; holding its offsets and retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        tracing::debug!(stage = letter.stage.name(), class = %letter.class, tenant = letter.tenant.as_deref().unwrap_or(""), reason = %letter.message, bytes = letter.value.len(), "dead-lettered");
+        for ack in letter.acks {
+            ack.done();
+        }
+    }
+}

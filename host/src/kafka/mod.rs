@@ -1,0 +1,206 @@
+//! Consuming from Kafka: the consumer group, which input a topic belongs to, and
+//! the loop that groups messages and hands them to the pipeline's workers.
+//!
+//! Offsets are stored manually (`enable.auto.offset.store = false`) by the
+//! [`ack::Tracker`], only once every point of a message and of every earlier
+//! message of its partition is written or dead-lettered; librdkafka commits what is
+//! stored every `auto.commit.interval.ms` and on close.
+
+pub mod ack;
+
+use crate::config::{InputConfig, KafkaConfig, PipelineConfig};
+use crate::pipeline::{Consumed, Pipeline};
+use ack::Tracker;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::ClientConfig;
+use regex::Regex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Which input a topic belongs to: exact names first, then regexes in order.
+pub struct Inputs {
+    inputs: Vec<InputConfig>,
+    exact: HashMap<String, usize>,
+    patterns: Vec<(Regex, usize)>,
+    seen: Mutex<HashMap<Arc<str>, Option<usize>>>,
+}
+
+impl Inputs {
+    /// Builds the matcher; a regex that Rust's `regex` cannot read is an error.
+    pub fn new(inputs: &[InputConfig]) -> Result<Inputs, String> {
+        let mut exact = HashMap::new();
+        let mut patterns = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            for topic in &input.topics {
+                if topic.starts_with('^') {
+                    let re = Regex::new(topic)
+                        .map_err(|e| format!("inputs[{i}].topics: {topic:?}: {e}"))?;
+                    patterns.push((re, i));
+                } else {
+                    exact.entry(topic.clone()).or_insert(i);
+                }
+            }
+        }
+        Ok(Inputs {
+            inputs: inputs.to_vec(),
+            exact,
+            patterns,
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What to subscribe to: every name and regex of every input.
+    pub fn subscription(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.inputs.iter().flat_map(|i| i.topics.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    /// The input a topic belongs to, and the topic as a shared string.
+    pub fn find(&self, topic: &str) -> (Arc<str>, Option<&InputConfig>) {
+        let mut seen = self.seen.lock().expect("poisoned");
+        if let Some((name, index)) = seen.get_key_value(topic) {
+            return (name.clone(), index.map(|i| &self.inputs[i]));
+        }
+        let index = self.exact.get(topic).copied().or_else(|| {
+            self.patterns
+                .iter()
+                .find(|(re, _)| re.is_match(topic))
+                .map(|(_, i)| *i)
+        });
+        let name: Arc<str> = topic.into();
+        seen.insert(name.clone(), index);
+        (name, index.map(|i| &self.inputs[i]))
+    }
+}
+
+/// A consumer in the config's group, subscribed to every input's topics.
+pub fn consumer(
+    kafka: &KafkaConfig,
+    inputs: &Inputs,
+) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "true")
+        // A new group starts at the beginning: nothing already in the topics is lost.
+        .set("auto.offset.reset", "earliest")
+        // New topics matching a regex are found within this time.
+        .set("topic.metadata.refresh.interval.ms", "30000");
+    for (k, v) in &kafka.options {
+        config.set(k, v);
+    }
+    config.set("enable.auto.offset.store", "false");
+    let consumer: StreamConsumer = config.create()?;
+    let topics = inputs.subscription();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+/// Consumes until `shutdown`, grouping messages by `pipeline.batch_messages` and
+/// `pipeline.linger` and running up to `workers` groups at once; waits for the
+/// groups in flight, then commits what is stored.
+pub async fn consume(
+    consumer: Arc<StreamConsumer>,
+    inputs: Arc<Inputs>,
+    tracker: Arc<Tracker>,
+    pipeline: Arc<Pipeline>,
+    config: &PipelineConfig,
+    workers: usize,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(workers));
+    let mut group: Vec<Consumed> = Vec::with_capacity(config.batch_messages);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                dispatch(&mut group, &pipeline, &permits).await;
+                deadline = None;
+                continue;
+            }
+            m = consumer.recv() => m,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka consumer error");
+                continue;
+            }
+        };
+        let (topic, input) = inputs.find(message.topic());
+        let ack = tracker.register(topic.clone(), message.partition(), message.offset());
+        let Some(input) = input else {
+            // The broker's regex matched a topic that Rust's does not; keep going.
+            tracing::error!(%topic, "a subscribed topic matches no input; skipping its message");
+            ack.done();
+            continue;
+        };
+        group.push(Consumed {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            timestamp_ns: message
+                .timestamp()
+                .to_millis()
+                .filter(|&ms| ms > 0)
+                .and_then(|ms| ms.checked_mul(1_000_000)),
+            format: input.format.into(),
+            precision: input.precision(),
+            ack,
+        });
+        deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.linger);
+        if group.len() >= config.batch_messages {
+            dispatch(&mut group, &pipeline, &permits).await;
+            deadline = None;
+        }
+    }
+    dispatch(&mut group, &pipeline, &permits).await;
+    // Every permit back means every group in flight has been handed off.
+    let _all = permits.acquire_many(workers as u32).await;
+}
+
+/// Commits what has been stored, synchronously (on shutdown).
+pub fn commit(consumer: &StreamConsumer) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::info!("offsets committed"),
+        // Nothing stored since the last commit is not an error worth alarming about.
+        Err(e) => tracing::info!(error = %e, "final commit"),
+    }
+}
+
+async fn dispatch(group: &mut Vec<Consumed>, pipeline: &Arc<Pipeline>, permits: &Arc<Semaphore>) {
+    if group.is_empty() {
+        return;
+    }
+    let messages = std::mem::take(group);
+    // Waiting for a permit is the backpressure: no more than `workers` groups in
+    // flight, and consumption pauses while they are.
+    let permit = permits.clone().acquire_owned().await.expect("never closed");
+    let pipeline = pipeline.clone();
+    tokio::task::spawn_blocking(move || {
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_nanos() as i64;
+        pipeline.process(messages, now_ns);
+        drop(permit);
+    });
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,268 @@
+//! One group of consumed messages, all the way through: decode, route, each
+//! tenant's chain, line protocol, and hand-off to the tenants' output writers.
+//! Everything that is not kept goes to the dead-letter queue or is counted as a
+//! drop; every hand-off carries the acks of the messages its points came from.
+//!
+//! [`Pipeline::process`] is CPU-bound (decoding and guests): it runs on a blocking
+//! thread, never on the async reactor.
+
+use crate::decode::{self, Precision};
+use crate::dlq::{DeadLetter, Stage};
+use crate::encode::line_protocol;
+use crate::kafka::ack::Ack;
+use crate::runtime::{Chain, Rejected, Router, StageError};
+use crate::sink::{Chunk, OutputHandle};
+use boulder_batch::{Batch, Format};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A consumed Kafka message and how to decode it.
+pub struct Consumed {
+    /// Source topic.
+    pub topic: Arc<str>,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// The message key.
+    pub key: Option<Vec<u8>>,
+    /// The message value.
+    pub payload: Vec<u8>,
+    /// The message timestamp, for points that carry none.
+    pub timestamp_ns: Option<i64>,
+    /// The input's format.
+    pub format: Format,
+    /// The input's timestamp unit.
+    pub precision: Precision,
+    /// Released when the message's processing is finished.
+    pub ack: Ack,
+}
+
+/// A tenant's chain and the writers of its outputs.
+pub struct Tenant {
+    /// The chain.
+    pub chain: Chain,
+    /// The outputs' writers.
+    pub outputs: Vec<OutputHandle>,
+}
+
+/// Everything between the consumer and the writers.
+pub struct Pipeline {
+    router: Option<Router>,
+    tenants: Vec<Tenant>,
+    by_name: HashMap<String, usize>,
+    dead_letters: mpsc::Sender<DeadLetter>,
+}
+
+impl Pipeline {
+    /// A pipeline over these tenants; without a router every point goes to the
+    /// only tenant.
+    pub fn new(
+        router: Option<Router>,
+        tenants: Vec<Tenant>,
+        dead_letters: mpsc::Sender<DeadLetter>,
+    ) -> Pipeline {
+        let by_name = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.chain.tenant().to_owned(), i))
+            .collect();
+        Pipeline {
+            router,
+            tenants,
+            by_name,
+            dead_letters,
+        }
+    }
+
+    /// Processes a group of messages. Blocks while writers or the dead-letter queue
+    /// are behind.
+    pub fn process(&self, messages: Vec<Consumed>, now_ns: i64) {
+        let batch = self.decode(&messages, now_ns);
+        let routed: Vec<(usize, Batch)> = match &self.router {
+            None => vec![(0, batch)],
+            Some(router) => match router.route(&batch) {
+                Ok(out) => {
+                    self.rejected(&messages, &out.rejected, Stage::Route, None);
+                    out.by_tenant
+                        .into_iter()
+                        .filter_map(|(name, b)| Some((*self.by_name.get(&name)?, b)))
+                        .collect()
+                }
+                Err(e) => {
+                    self.failed(&messages, &batch, Stage::Route, &e);
+                    Vec::new()
+                }
+            },
+        };
+        for (index, batch) in routed {
+            let tenant = &self.tenants[index];
+            match tenant.chain.run(&batch) {
+                Ok(out) => {
+                    self.rejected(
+                        &messages,
+                        &out.rejected,
+                        Stage::Transform,
+                        Some(tenant.chain.tenant()),
+                    );
+                    self.hand_off(&messages, tenant, &out.batch);
+                }
+                Err(e) => self.failed(&messages, &batch, Stage::Transform, &e),
+            }
+        }
+        for m in messages {
+            m.ack.done();
+        }
+    }
+
+    /// Decodes every message into one batch whose points' origins are message
+    /// indices; what cannot be decoded is dead-lettered with its original bytes.
+    fn decode(&self, messages: &[Consumed], now_ns: i64) -> Batch {
+        let mut batch = Batch::with_capacity(messages.len() * 100);
+        for (i, m) in messages.iter().enumerate() {
+            let source = batch.source(&m.topic, m.format);
+            let first = batch.len();
+            let timestamp = m.timestamp_ns.unwrap_or(now_ns);
+            let errors = decode::decode(
+                m.format,
+                m.precision,
+                &m.payload,
+                timestamp,
+                source,
+                &mut batch,
+            );
+            for p in &mut batch.points[first..] {
+                p.origin = i as u32;
+            }
+            for e in errors {
+                let mut letter = DeadLetter::new(
+                    Stage::Decode,
+                    "boulder.decode",
+                    format!("{} message: {e}", m.format.name()),
+                    m.payload[e.bytes.clone()].to_vec(),
+                );
+                letter.key = m.key.clone();
+                letter.acks = vec![m.ack.split()];
+                self.send(letter);
+            }
+        }
+        batch
+    }
+
+    /// Dead-letters the points a stage dead-lettered, one record per message and
+    /// reason; drops are only counted.
+    fn rejected(
+        &self,
+        messages: &[Consumed],
+        rejected: &[Rejected],
+        stage: Stage,
+        tenant: Option<&str>,
+    ) {
+        let mut groups: BTreeMap<(u32, &str, String), Vec<&str>> = BTreeMap::new();
+        let mut drops = 0;
+        for r in rejected {
+            if r.dead_letter {
+                groups
+                    .entry((r.origin, r.reason.as_str(), r.stage.component.clone()))
+                    .or_default()
+                    .push(&r.line);
+            } else {
+                drops += 1;
+            }
+        }
+        if drops > 0 {
+            tracing::debug!(
+                stage = stage.name(),
+                tenant = tenant.unwrap_or(""),
+                drops,
+                "points dropped"
+            );
+        }
+        for ((origin, reason, component), lines) in groups {
+            let m = &messages[origin as usize];
+            let mut letter = DeadLetter::new(stage, "boulder.rejected", reason, join_lines(&lines));
+            letter.key = m.key.clone();
+            letter.tenant = tenant.map(str::to_owned);
+            letter.component = Some(component);
+            letter.acks = vec![m.ack.split()];
+            self.send(letter);
+        }
+    }
+
+    /// Dead-letters every point of a batch whose stage failed, one record per message.
+    fn failed(&self, messages: &[Consumed], batch: &Batch, stage: Stage, error: &StageError) {
+        tracing::warn!(stage = %error.stage, reason = error.failure.code(), points = batch.len(), error = %error, "batch failed in a guest; dead-lettering it");
+        let mut per_message: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for i in 0..batch.len() {
+            per_message
+                .entry(batch.points[i].origin)
+                .or_default()
+                .push(line_protocol::point_to_line(batch, i));
+        }
+        for (origin, lines) in per_message {
+            let m = &messages[origin as usize];
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let class = format!("boulder.guest.{}", error.failure.code());
+            let mut letter = DeadLetter::new(stage, class, error.to_string(), join_lines(&lines));
+            letter.key = m.key.clone();
+            letter.tenant = error.stage.tenant.clone();
+            letter.component = Some(error.stage.component.clone());
+            letter.acks = vec![m.ack.split()];
+            self.send(letter);
+        }
+    }
+
+    /// Encodes a tenant's kept points once and queues them to each of its outputs.
+    fn hand_off(&self, messages: &[Consumed], tenant: &Tenant, batch: &Batch) {
+        let mut lines = Vec::with_capacity(batch.arena.len() + batch.len() * 32);
+        let unwritable = line_protocol::write_batch(batch, &mut lines);
+        for (i, why) in &unwritable {
+            let m = &messages[batch.points[*i].origin as usize];
+            let line = line_protocol::point_to_line(batch, *i);
+            let mut letter = DeadLetter::new(
+                Stage::Write,
+                "boulder.encode",
+                why.reason(),
+                line.into_bytes(),
+            );
+            letter.tenant = Some(tenant.chain.tenant().to_owned());
+            letter.acks = vec![m.ack.split()];
+            self.send(letter);
+        }
+        let points = batch.len() - unwritable.len();
+        if points == 0 {
+            return;
+        }
+        let mut origins: Vec<u32> = batch.points.iter().map(|p| p.origin).collect();
+        origins.sort_unstable();
+        origins.dedup();
+        for output in &tenant.outputs {
+            let chunk = Chunk {
+                lines: lines.clone(),
+                points,
+                acks: origins
+                    .iter()
+                    .map(|&o| messages[o as usize].ack.split())
+                    .collect(),
+            };
+            if let Err(chunk) = output.blocking_send(chunk) {
+                // Only during shutdown: the acks are dropped undone, so these
+                // messages are consumed again.
+                tracing::error!(output = %output.name, points = chunk.points, "output writer has stopped; its points will be consumed again");
+            }
+        }
+    }
+
+    fn send(&self, letter: DeadLetter) {
+        if self.dead_letters.blocking_send(letter).is_err() {
+            tracing::error!("dead-letter queue has stopped; the message will be consumed again");
+        }
+    }
+}
+
+fn join_lines(lines: &[&str]) -> Vec<u8> {
+    let mut out = lines.join("\n").into_bytes();
+    out.push(b'\n');
+    out
+}

@@ -1,0 +1,266 @@
+//! Writers: one task per tenant output that batches line protocol by point count
+//! and age, and writes it over HTTP with retries.
+//!
+//! - 2xx: the batch's acks are done.
+//! - connection errors, timeouts, 429 and 5xx: retried with exponential backoff and
+//!   jitter (or after the sink's `Retry-After`), for up to `max_retry_time`; the
+//!   writer does not take new chunks meanwhile, so a stalled sink slows
+//!   consumption instead of filling memory;
+//! - 413: the batch is split in two at a line boundary and each half written;
+//! - any other status, or retries exhausted: the batch goes to the dead-letter
+//!   queue with the status and the start of the response body.
+
+pub mod http;
+
+use crate::config::OutputConfig;
+use crate::dlq::{DeadLetter, Dlq, Stage};
+use crate::kafka::ack::Ack;
+use backon::BackoffBuilder;
+use http::{Endpoint, HttpClient, Outcome};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Line protocol for one output, and the acks of the messages its points came from.
+pub struct Chunk {
+    /// Whole lines, each ending in `\n`.
+    pub lines: Vec<u8>,
+    /// How many lines.
+    pub points: usize,
+    /// One token per source message.
+    pub acks: Vec<Ack>,
+}
+
+/// Chunks an output's writer accepts before the sender waits.
+const QUEUE_CHUNKS: usize = 64;
+
+/// The sending side of an output's writer.
+#[derive(Clone)]
+pub struct OutputHandle {
+    /// The output's name.
+    pub name: Arc<str>,
+    tx: mpsc::Sender<Chunk>,
+}
+
+impl OutputHandle {
+    /// Queues a chunk, waiting while the writer is behind (backpressure). Returns
+    /// the chunk if the writer has stopped.
+    pub fn blocking_send(&self, chunk: Chunk) -> Result<(), Chunk> {
+        self.tx.blocking_send(chunk).map_err(|e| e.0)
+    }
+}
+
+/// Starts the writer of one output. It runs until every handle is dropped, then
+/// flushes what it holds.
+pub fn spawn(
+    tenant: &str,
+    name: String,
+    config: &OutputConfig,
+    endpoint: Endpoint,
+    client: HttpClient,
+    dlq: Arc<Dlq>,
+) -> (OutputHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+    let name: Arc<str> = name.into();
+    let writer = Writer {
+        tenant: tenant.to_owned(),
+        name: name.clone(),
+        endpoint,
+        client,
+        dlq,
+        batch_points: config.batch_points,
+        batch_age: config.batch_age,
+        max_retry_time: config.max_retry_time,
+    };
+    let task = tokio::spawn(writer.run(rx));
+    (OutputHandle { name, tx }, task)
+}
+
+struct Writer {
+    tenant: String,
+    name: Arc<str>,
+    endpoint: Endpoint,
+    client: HttpClient,
+    dlq: Arc<Dlq>,
+    batch_points: usize,
+    batch_age: Duration,
+    max_retry_time: Duration,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    points: usize,
+    acks: Vec<Ack>,
+    since: Option<Instant>,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<Chunk>) {
+        let mut pending = Pending::default();
+        loop {
+            let deadline = pending.since.map(|s| s + self.batch_age);
+            let chunk = tokio::select! {
+                chunk = rx.recv() => chunk,
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.flush(&mut pending).await;
+                    continue;
+                }
+            };
+            let Some(chunk) = chunk else {
+                self.flush(&mut pending).await;
+                return;
+            };
+            pending.since.get_or_insert_with(Instant::now);
+            pending.lines.extend_from_slice(&chunk.lines);
+            pending.points += chunk.points;
+            pending.acks.extend(chunk.acks);
+            if pending.points >= self.batch_points {
+                self.flush(&mut pending).await;
+            }
+        }
+    }
+
+    async fn flush(&self, pending: &mut Pending) {
+        let Pending {
+            lines,
+            points,
+            acks,
+            ..
+        } = std::mem::take(pending);
+        if points == 0 {
+            for ack in acks {
+                ack.done();
+            }
+            return;
+        }
+        let mut parts = vec![lines];
+        while let Some(part) = parts.pop() {
+            match self.write_with_retries(&part).await {
+                Outcome::Written => {}
+                Outcome::TooLarge => match split_lines(&part) {
+                    Some((a, b)) => {
+                        tracing::info!(output = %self.name, bytes = part.len(), "sink answered 413; splitting the batch");
+                        parts.push(b.to_vec());
+                        parts.push(a.to_vec());
+                    }
+                    None => {
+                        self.dead_letter(
+                            part,
+                            &acks,
+                            Some(413),
+                            "the sink refused a single line as too large (413)",
+                        )
+                        .await
+                    }
+                },
+                Outcome::Refused { status, body } => {
+                    let reason = format!("the sink refused the batch: {status}: {body}");
+                    self.dead_letter(part, &acks, Some(status), &reason).await
+                }
+                Outcome::Retry { reason, status, .. } => {
+                    let reason = format!(
+                        "gave up after retrying for {}: {reason}",
+                        humantime::format_duration(self.max_retry_time)
+                    );
+                    self.dead_letter(part, &acks, status, &reason).await
+                }
+            }
+        }
+        tracing::debug!(output = %self.name, points, "written");
+        for ack in acks {
+            ack.done();
+        }
+    }
+
+    /// Writes `lines`, retrying what may succeed later; returns the final outcome
+    /// (a `Retry` means the retry time ran out).
+    async fn write_with_retries(&self, lines: &[u8]) -> Outcome {
+        let body = self.endpoint.body(lines);
+        let started = Instant::now();
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut attempt = 0u32;
+        loop {
+            let outcome = self.endpoint.send(&self.client, body.clone()).await;
+            let Outcome::Retry {
+                reason,
+                retry_after,
+                ..
+            } = &outcome
+            else {
+                return outcome;
+            };
+            attempt += 1;
+            let wait = backoff
+                .next()
+                .unwrap_or(Duration::from_secs(30))
+                .max(retry_after.unwrap_or_default());
+            if started.elapsed() + wait > self.max_retry_time {
+                return outcome;
+            }
+            tracing::warn!(output = %self.name, tenant = %self.tenant, attempt, retry_in = ?wait, error = %reason, "write failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn dead_letter(&self, lines: Vec<u8>, acks: &[Ack], status: Option<u16>, reason: &str) {
+        tracing::error!(output = %self.name, tenant = %self.tenant, status, bytes = lines.len(), reason, "dead-lettering a batch the sink did not take");
+        let mut letter = DeadLetter::new(Stage::Write, "boulder.write", reason, lines);
+        letter.tenant = Some(self.tenant.clone());
+        letter.output = Some(self.name.to_string());
+        letter.http_status = status;
+        letter.acks = acks.iter().map(Ack::split).collect();
+        self.dlq.send(letter).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Splits line protocol in two at the line boundary nearest the middle; `None` for
+/// a single line.
+fn split_lines(lines: &[u8]) -> Option<(&[u8], &[u8])> {
+    let middle = lines.len() / 2;
+    let after = lines[middle..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| middle + i + 1);
+    let before = lines[..middle]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|i| i + 1);
+    let cut = match (before, after) {
+        (_, Some(a)) if a < lines.len() => a,
+        (Some(b), _) if b > 0 => b,
+        _ => return None,
+    };
+    Some(lines.split_at(cut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_lines;
+
+    #[test]
+    fn splits_at_a_line_boundary() {
+        assert_eq!(
+            split_lines(b"a 1\nb 2\nc 3\n"),
+            Some((&b"a 1\nb 2\n"[..], &b"c 3\n"[..]))
+        );
+        assert_eq!(
+            split_lines(b"a 1\nbbbbbbbbbbbb 2\n"),
+            Some((&b"a 1\n"[..], &b"bbbbbbbbbbbb 2\n"[..]))
+        );
+        assert_eq!(split_lines(b"only one line\n"), None);
+    }
+}
