@@ -2,12 +2,22 @@
 # Runs every check and test, from a fresh clone on a fresh Debian 12 machine:
 # installs what is missing, builds the guests to components, then formatting,
 # clippy, and the workspace's tests (unit tests beside the code; integration tests
-# in tests/ against the real runtime and the real components).
+# in tests/ against the real runtime, the real components, a real Kafka-protocol
+# broker and real VictoriaMetrics, which scripts/services.sh starts on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 scripts/build-guests.sh
+# The end-to-end tests need a broker and VictoriaMetrics; stop what we started.
+started_services=false
+if ! scripts/services.sh status | grep -q "down"; then
+    echo "test: services already running; leaving them running" >&2
+else
+    scripts/services.sh start
+    started_services=true
+fi
+trap '$started_services && scripts/services.sh stop' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The integration tests run the `boulder` binary, which `cargo test` alone does not build.

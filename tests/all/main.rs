@@ -5,3 +5,4 @@ mod builtins;
 mod cli;
 mod guest_builds;
 mod hostile;
+mod kafka_e2e;

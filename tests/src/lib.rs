@@ -1,6 +1,8 @@
 //! Support for Boulder's integration tests: building the guests once, making
 //! runtimes and batches, and finding the `boulder` binary.
 
+pub mod services;
+
 use boulder::batch::{Batch, FieldValue, Format};
 use boulder::config::Config;
 use boulder::runtime::{Runtime, RuntimeSettings};

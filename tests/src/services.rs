@@ -1,0 +1,306 @@
+//! The real services the end-to-end tests run against, started by
+//! `scripts/services.sh` (never assumed): a Kafka-protocol broker and two
+//! VictoriaMetrics instances. Also the tests' own Kafka producer and the
+//! `boulder run` child process.
+
+use crate::{boulder_bin, root};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The broker, `host:port`.
+pub fn kafka() -> String {
+    std::env::var("BOULDER_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// The first VictoriaMetrics, `http://host:port`.
+pub fn vm_a() -> String {
+    std::env::var("BOULDER_VM_A").unwrap_or_else(|_| "http://127.0.0.1:18428".into())
+}
+
+/// The second VictoriaMetrics.
+pub fn vm_b() -> String {
+    std::env::var("BOULDER_VM_B").unwrap_or_else(|_| "http://127.0.0.1:18429".into())
+}
+
+/// Panics with what to do unless every service answers.
+pub fn require_services() {
+    for (name, addr) in [
+        ("kafka", kafka()),
+        ("vm-a", host_port(&vm_a())),
+        ("vm-b", host_port(&vm_b())),
+    ] {
+        assert!(
+            TcpStream::connect_timeout(&addr.parse().expect("an address"), Duration::from_secs(2))
+                .is_ok(),
+            "{name} is not running at {addr}: start the services with `scripts/services.sh start` \
+             (scripts/test.sh does)"
+        );
+    }
+}
+
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000_000
+    )
+}
+
+/// Now, in milliseconds since the epoch, rounded to a whole second (VictoriaMetrics
+/// keeps milliseconds; recent data keeps it from opening old partitions).
+pub fn now_ms() -> i64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    ms - ms % 1000
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Creates a topic.
+pub fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results =
+        block_on(admin.create_topics([&topic], &AdminOptions::new())).expect("create_topics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// Produces messages (key, value) to a topic, in order, spread over partitions by key.
+pub fn produce(topic: &str, messages: &[(&str, Vec<u8>)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    block_on(async {
+        for (key, value) in messages {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(*key).payload(value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+        }
+    });
+}
+
+/// Consumes every record of a topic from the start (for reading the dead-letter queue).
+pub fn consume_all(
+    topic: &str,
+    expect: usize,
+    within: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + within;
+    let mut records = Vec::new();
+    while records.len() < expect && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            records.push(m.detach());
+        }
+    }
+    records
+}
+
+/// A `boulder run` child process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Boulder {
+    child: Child,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Boulder {
+    /// Writes `config` to a file and starts `boulder run` on it.
+    pub fn run(name: &str, config: &str) -> Boulder {
+        let dir = root().join("target/test-run");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join(format!("{name}.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(boulder_bin())
+            .args(["run", "--config", config_path.to_str().unwrap()])
+            .env("XDG_CACHE_HOME", root().join("target/test-cache-home"))
+            .env("BOULDER_LOG", "info,boulder=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting boulder run");
+        Boulder { child, log }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "boulder did not stop within 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Boulder {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One series from VictoriaMetrics' `/api/v1/export`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Labels, `__name__` included.
+    pub labels: BTreeMap<String, String>,
+    /// Samples as (timestamp ms, value), in time order.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Raw samples of every series matching a selector.
+pub fn export(vm: &str, selector: &str) -> Vec<Series> {
+    let body = format!("match[]={}", urlencode(selector));
+    let text = http_post(vm, "/api/v1/export", &body);
+    let mut series: Vec<Series> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let labels = v["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect();
+            let ts = v["timestamps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_i64().unwrap());
+            let vals = v["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN));
+            let mut samples: Vec<(i64, f64)> = ts.zip(vals).collect();
+            samples.sort_by_key(|s| s.0);
+            Series { labels, samples }
+        })
+        .collect();
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    series
+}
+
+/// Polls `export` until it holds `samples` samples in all, or panics after `within`.
+pub fn wait_for_samples(
+    vm: &str,
+    selector: &str,
+    samples: usize,
+    within: Duration,
+    log: impl Fn() -> String,
+) -> Vec<Series> {
+    let deadline = Instant::now() + within;
+    loop {
+        let series = export(vm, selector);
+        let n: usize = series.iter().map(|s| s.samples.len()).sum();
+        if n >= samples {
+            return series;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{vm} holds {n} of {samples} samples for {selector} after {within:?}: {series:#?}\nboulder log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A minimal HTTP/1.0 POST (no chunking, connection closes): enough for loopback.
+fn http_post(base: &str, path: &str, form: &str) -> String {
+    let addr = host_port(base);
+    let mut stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}\n{body}"
+    );
+    body.to_owned()
+}
