@@ -23,7 +23,6 @@ use crate::kafka::ack::Ack;
 use backon::BackoffBuilder;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use std::time::Duration;
 
 /// The pipeline stage where something failed.
@@ -138,15 +137,8 @@ pub struct Dlq {
 impl Dlq {
     /// An idempotent producer to the dead-letter topic.
     pub fn new(kafka: &KafkaConfig, dlq: &DlqConfig) -> Result<Dlq, rdkafka::error::KafkaError> {
-        let mut config = ClientConfig::new();
-        for (k, v) in &kafka.options {
-            // Consumer-only settings would only draw warnings from the producer.
-            if !k.starts_with("auto.") && !k.starts_with("enable.auto") && k != "group.id" {
-                config.set(k, v);
-            }
-        }
+        let mut config = crate::kafka::client_config(kafka);
         config
-            .set("bootstrap.servers", &kafka.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "30000");
@@ -159,56 +151,12 @@ impl Dlq {
     /// Makes sure the dead-letter topic exists, creating it when allowed: a
     /// dead-letter queue that cannot be written would stall everything later.
     pub async fn ensure_topic(kafka: &KafkaConfig, dlq: &DlqConfig) -> Result<(), String> {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-        use rdkafka::client::DefaultClientContext;
-        let mut config = ClientConfig::new();
-        for (k, v) in &kafka.options {
-            if !k.starts_with("auto.") && !k.starts_with("enable.auto") && k != "group.id" {
-                config.set(k, v);
-            }
-        }
-        config.set("bootstrap.servers", &kafka.brokers);
-        let admin: AdminClient<DefaultClientContext> = config
-            .create()
-            .map_err(|e| format!("creating an admin client: {e}"))?;
-        let metadata = admin
-            .inner()
-            .fetch_metadata(Some(&dlq.topic), Duration::from_secs(10))
-            .map_err(|e| format!("reading metadata of {:?}: {e}", dlq.topic))?;
-        let exists = metadata
-            .topics()
-            .iter()
-            .any(|t| t.name() == dlq.topic && t.error().is_none() && !t.partitions().is_empty());
-        if exists {
-            return Ok(());
-        }
-        if !dlq.create {
-            return Err(format!(
-                "dead-letter topic {:?} does not exist and dlq.create = false",
-                dlq.topic
-            ));
-        }
-        let topic = NewTopic::new(
+        crate::kafka::ensure_topic(
+            kafka,
             &dlq.topic,
-            dlq.partitions,
-            TopicReplication::Fixed(dlq.replication),
-        );
-        let results = admin
-            .create_topics([&topic], &AdminOptions::new())
-            .await
-            .map_err(|e| format!("creating dead-letter topic {:?}: {e}", dlq.topic))?;
-        for result in results {
-            match result {
-                Ok(_) => {
-                    tracing::info!(topic = %dlq.topic, partitions = dlq.partitions, "created the dead-letter topic")
-                }
-                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(format!("creating dead-letter topic {name:?}: {code}"))
-                }
-            }
-        }
-        Ok(())
+            dlq.create.then_some((dlq.partitions, dlq.replication)),
+        )
+        .await
     }
 
     /// Writes a dead letter, retrying until the broker confirms it, then releases

@@ -6,3 +6,4 @@ mod cli;
 mod guest_builds;
 mod hostile;
 mod kafka_e2e;
+mod sink_failures;

@@ -2,6 +2,7 @@
 //! runtimes and batches, and finding the `boulder` binary.
 
 pub mod services;
+pub mod stub_sink;
 
 use boulder::batch::{Batch, FieldValue, Format};
 use boulder::config::Config;

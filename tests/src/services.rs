@@ -121,6 +121,23 @@ pub fn produce(topic: &str, messages: &[(&str, Vec<u8>)]) {
     });
 }
 
+/// The headers of a record, as UTF-8 strings.
+pub fn headers(m: &rdkafka::message::OwnedMessage) -> BTreeMap<String, String> {
+    use rdkafka::message::{Headers, Message};
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Consumes every record of a topic from the start (for reading the dead-letter queue).
 pub fn consume_all(
     topic: &str,
@@ -156,6 +173,11 @@ pub struct Boulder {
 impl Boulder {
     /// Writes `config` to a file and starts `boulder run` on it.
     pub fn run(name: &str, config: &str) -> Boulder {
+        Boulder::run_with_env(name, config, &[])
+    }
+
+    /// [`Boulder::run`] with extra environment variables.
+    pub fn run_with_env(name: &str, config: &str, env: &[(&str, &str)]) -> Boulder {
         let dir = root().join("target/test-run");
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join(format!("{name}.toml"));
@@ -165,6 +187,7 @@ impl Boulder {
             .args(["run", "--config", config_path.to_str().unwrap()])
             .env("XDG_CACHE_HOME", root().join("target/test-cache-home"))
             .env("BOULDER_LOG", "info,boulder=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -175,6 +198,22 @@ impl Boulder {
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself (within 60 s).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "boulder did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends SIGTERM and waits for a clean exit.

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 mod check;
+mod produce;
 mod run;
 mod transform;
 
@@ -25,6 +26,8 @@ enum Command {
     /// Run one tenant's chain (and optionally the router) over line protocol from a
     /// file or stdin, print the kept points, and summarise the rest on stderr.
     Transform(transform::TransformArgs),
+    /// Produce the lines of a file (or stdin) to a topic, a few lines per message.
+    Produce(produce::ProduceArgs),
     /// Check a config: parse it, load and compile every component, run every
     /// stage's `init` with its params, and exit.
     Check(ConfigArg),
@@ -44,6 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Run(a) => run::run(a),
         Command::Transform(a) => transform::run(a),
         Command::Check(a) => check::run(a),
+        Command::Produce(a) => produce::run(a),
     }
 }
 

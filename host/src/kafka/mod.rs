@@ -79,6 +79,60 @@ impl Inputs {
     }
 }
 
+/// The brokers and the pass-through options, without the consumer-only settings
+/// (which would only draw warnings from producers and admin clients).
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (k, v) in &kafka.options {
+        if !k.starts_with("auto.") && !k.starts_with("enable.auto") && k != "group.id" {
+            config.set(k, v);
+        }
+    }
+    config.set("bootstrap.servers", &kafka.brokers);
+    config
+}
+
+/// Makes sure a topic exists. When it does not: creates it with `create`'s
+/// `(partitions, replication)` (replication -1: the broker's default), or fails.
+pub async fn ensure_topic(
+    kafka: &KafkaConfig,
+    topic: &str,
+    create: Option<(i32, i32)>,
+) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka)
+        .create()
+        .map_err(|e| format!("creating an admin client: {e}"))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("reading metadata of topic {topic:?}: {e}"))?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        return Ok(());
+    }
+    let Some((partitions, replication)) = create else {
+        return Err(format!("topic {topic:?} does not exist"));
+    };
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let results = admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .map_err(|e| format!("creating topic {topic:?}: {e}"))?;
+    for result in results {
+        match result {
+            Ok(_) => tracing::info!(topic, partitions, "created topic"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(format!("creating topic {name:?}: {code}")),
+        }
+    }
+    Ok(())
+}
+
 /// A consumer in the config's group, subscribed to every input's topics.
 pub fn consumer(
     kafka: &KafkaConfig,

@@ -156,7 +156,9 @@ impl Writer {
                     }
                 },
                 Outcome::Refused { status, body } => {
-                    let reason = format!("the sink refused the batch: {status}: {body}");
+                    let status_text = hyper::StatusCode::from_u16(status)
+                        .map_or(status.to_string(), |s| s.to_string());
+                    let reason = format!("the sink refused the batch: {status_text}: {body}");
                     self.dead_letter(part, &acks, Some(status), &reason).await
                 }
                 Outcome::Retry { reason, status, .. } => {
