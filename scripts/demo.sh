@@ -31,6 +31,22 @@ cargo build --release --quiet -p boulder
 scripts/services.sh start
 $boulder check --config boulder.example.toml
 
+# The sample stream, stamped now (VictoriaMetrics answers queries about recent
+# data). Produced before Boulder starts, so that its topics exist; a new consumer
+# group starts from the earliest offset, so nothing is missed.
+now_s=$(date +%s)
+now_ms=$((now_s * 1000))
+now_rfc3339=$(date -u -d "@$now_s" +%Y-%m-%dT%H:%M:%SZ)
+stamp() { sed -e "s/@NOW_S@/$now_s/g" -e "s/@NOW_MS@/$now_ms/g" -e "s/@NOW_RFC3339@/$now_rfc3339/g" "$1"; }
+produce() { $boulder produce --config boulder.example.toml "$@"; }
+
+# Line protocol without its timestamps: points take the Kafka message's time.
+sed -E 's/ [0-9]{19}$//' tests/fixtures/sample.lp | produce --topic metrics --lines-per-message 5
+printf 'page_views,page=/home count=12i\nerrors,page=/cart count=1i\n' | produce --topic team-web-frontend
+stamp tests/fixtures/sample-telegraf.json | produce --topic telegraf --lines-per-message 1
+stamp tests/fixtures/sample-prometheus.json | produce --topic prometheus --lines-per-message 1
+stamp tests/fixtures/sample-opentsdb.json | produce --topic opentsdb --lines-per-message 1
+
 mkdir -p $demo
 if [ -f $demo/boulder.pid ] && kill -0 "$(cat $demo/boulder.pid)" 2>/dev/null; then
     echo "demo: boulder already running (pid $(cat $demo/boulder.pid))"
@@ -48,29 +64,20 @@ else
     echo "demo: boulder running (pid $(cat $demo/boulder.pid), log $demo/boulder.log)"
 fi
 
-# Sample data, stamped now (VictoriaMetrics answers queries about recent data).
-now_s=$(date +%s)
-now_ms=$((now_s * 1000))
-now_rfc3339=$(date -u -d "@$now_s" +%Y-%m-%dT%H:%M:%SZ)
-stamp() { sed -e "s/@NOW_S@/$now_s/g" -e "s/@NOW_MS@/$now_ms/g" -e "s/@NOW_RFC3339@/$now_rfc3339/g" "$1"; }
-produce() { $boulder produce --config boulder.example.toml "$@"; }
-
-# Line protocol without its timestamps: points take the Kafka message's time.
-sed -E 's/ [0-9]{19}$//' tests/fixtures/sample.lp | produce --topic metrics --lines-per-message 5
-printf 'page_views,page=/home count=12i\nerrors,page=/cart count=1i\n' | produce --topic team-web-frontend
-stamp tests/fixtures/sample-telegraf.json | produce --topic telegraf --lines-per-message 1
-stamp tests/fixtures/sample-prometheus.json | produce --topic prometheus --lines-per-message 1
-stamp tests/fixtures/sample-opentsdb.json | produce --topic opentsdb --lines-per-message 1
-
 show() { # vm tenant
     python3 - "$1" "$2" <<'EOF'
 import json, sys, time, urllib.parse, urllib.request
 vm, tenant = sys.argv[1], sys.argv[2]
-query = 'sort_by_label({__name__!=""}, "__name__")'
+# Series without a `test` label: the integration tests' data carries one.
+query = 'sort_by_label({__name__!="", test=""}, "__name__")'
 url = f"{vm}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+# Wait until the number of series has stopped growing for two seconds.
+result, stable = [], 0
 for _ in range(60):
-    result = json.load(urllib.request.urlopen(url))["data"]["result"]
-    if result:
+    now = json.load(urllib.request.urlopen(url))["data"]["result"]
+    stable = stable + 1 if now and len(now) == len(result) else 0
+    result = now
+    if stable >= 4:
         break
     time.sleep(0.5)
 print(f"\n=== tenant {tenant}: {vm}/api/v1/query?query={query}  ({len(result)} series) ===")
@@ -81,7 +88,6 @@ for r in result:
     print(f"  {name}{{{labels}}} {r['value'][1]}")
 EOF
 }
-sleep 3
 show $vm_ops ops
 show $vm_web web
 

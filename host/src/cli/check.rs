@@ -7,6 +7,23 @@ use boulder::runtime::{Chain, Router, Runtime, RuntimeSettings};
 
 pub fn run(args: ConfigArg) -> Result<()> {
     let config = Config::load(&args.config)?;
+    // A config with a [kafka] table is meant for `boulder run`: check all it needs.
+    if config.kafka.is_some() {
+        config.check_runnable()?;
+        for tenant in &config.tenants {
+            for (i, output) in tenant.outputs.iter().enumerate() {
+                if let Some(var) = &output.token_env {
+                    if std::env::var_os(var).is_none() {
+                        eprintln!(
+                            "warning: tenant {:?} output {}: token_env {var:?} is not set here; `boulder run` will refuse to start without it",
+                            tenant.name,
+                            output.name.clone().unwrap_or_else(|| format!("{}-{}", tenant.name, i + 1))
+                        );
+                    }
+                }
+            }
+        }
+    }
     let runtime = Runtime::new(RuntimeSettings::from_config(&config))?;
     let router = Router::load(&runtime, &config)?;
     let mut stages = usize::from(router.is_some());
