@@ -99,6 +99,7 @@ a point with only a string field, an unparsable measurement name...).
 
 Look further:
   VictoriaMetrics UI    $vm_ops/vmui (tenant ops)   $vm_web/vmui (tenant web)
+  Boulder's metrics     http://127.0.0.1:9107/metrics   (/health, /ready)
   Boulder's log         $demo/boulder.log
   Produce more          $boulder produce --config boulder.example.toml --topic metrics FILE
   Try a chain offline   $boulder transform --config boulder.example.toml --route --tenant ops tests/fixtures/sample.lp

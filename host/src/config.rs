@@ -69,6 +69,9 @@ pub struct Config {
     /// How messages are grouped into batches and how many run at once.
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// The status endpoint: `/metrics`, `/health`, `/ready`.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The folder of the config file, against which relative paths are resolved.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -203,6 +206,13 @@ pub enum InputFormat {
     OpentsdbJson,
 }
 
+impl InputFormat {
+    /// The name used in the config.
+    pub fn name(self) -> &'static str {
+        Format::from(self).name()
+    }
+}
+
 impl From<InputFormat> for Format {
     fn from(f: InputFormat) -> Format {
         match f {
@@ -268,6 +278,32 @@ pub struct DlqConfig {
     /// Replication factor of a created topic; -1 takes the broker's default. Default: -1.
     #[serde(default = "default_dlq_replication")]
     pub replication: i32,
+}
+
+/// `[http]`: the status endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve the endpoint at all. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Address to listen on. Default: `127.0.0.1:9107`. Port 0 picks a free port
+    /// (logged at start).
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            enabled: true,
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9107))
 }
 
 /// `[pipeline]`: batching between Kafka and the runtime.

@@ -20,9 +20,11 @@
 
 use crate::config::{DlqConfig, KafkaConfig};
 use crate::kafka::ack::Ack;
+use crate::metrics::Metrics;
 use backon::BackoffBuilder;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The pipeline stage where something failed.
@@ -132,11 +134,16 @@ impl DeadLetter {
 pub struct Dlq {
     producer: FutureProducer,
     topic: String,
+    metrics: Arc<Metrics>,
 }
 
 impl Dlq {
     /// An idempotent producer to the dead-letter topic.
-    pub fn new(kafka: &KafkaConfig, dlq: &DlqConfig) -> Result<Dlq, rdkafka::error::KafkaError> {
+    pub fn new(
+        kafka: &KafkaConfig,
+        dlq: &DlqConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Dlq, rdkafka::error::KafkaError> {
         let mut config = crate::kafka::client_config(kafka);
         config
             .set("enable.idempotence", "true")
@@ -145,6 +152,7 @@ impl Dlq {
         Ok(Dlq {
             producer: config.create()?,
             topic: dlq.topic.clone(),
+            metrics,
         })
     }
 
@@ -180,6 +188,10 @@ impl Dlq {
             match self.producer.send(record, Duration::from_secs(5)).await {
                 Ok(_) => break,
                 Err((e, _)) => {
+                    if attempt == 0 {
+                        self.metrics.dead_letter_queue_blocked.inc();
+                    }
+                    self.metrics.dead_letter_errors.inc();
                     attempt += 1;
                     let wait = backoff.next().unwrap_or(Duration::from_secs(10));
                     tracing::error!(topic = %self.topic, attempt, error = %e, retry_in = ?wait, "cannot write to the dead-letter queue; holding its offsets and retrying");
@@ -187,6 +199,17 @@ impl Dlq {
                 }
             }
         }
+        if attempt > 0 {
+            self.metrics.dead_letter_queue_blocked.dec();
+            tracing::info!(topic = %self.topic, attempts = attempt + 1, "dead-letter queue writable again");
+        }
+        self.metrics
+            .dead_letters_written
+            .get_or_create(&Metrics::stage(
+                letter.stage.name(),
+                letter.tenant.as_deref(),
+            ))
+            .inc();
         tracing::debug!(stage = letter.stage.name(), class = %letter.class, tenant = letter.tenant.as_deref().unwrap_or(""), reason = %letter.message, bytes = letter.value.len(), "dead-lettered");
         for ack in letter.acks {
             ack.done();

@@ -10,7 +10,8 @@
 //! - [`dlq`]: the dead-letter queue for everything not written;
 //! - [`pipeline`]: one group of messages through all of the above;
 //!
-//! and around them [`config`], the one file that describes a deployment.
+//! and around them [`config`], the one file that describes a deployment, and
+//! [`metrics`] with the [`status`] endpoint that exposes them.
 //! The `boulder` binary (`src/main.rs`, `src/cli/`) wires them into commands.
 #![deny(missing_docs)]
 
@@ -19,8 +20,10 @@ pub mod decode;
 pub mod dlq;
 pub mod encode;
 pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
 pub mod sink;
+pub mod status;
 
 pub use boulder_batch as batch;

@@ -10,11 +10,13 @@ use crate::decode::{self, Precision};
 use crate::dlq::{DeadLetter, Stage};
 use crate::encode::line_protocol;
 use crate::kafka::ack::Ack;
+use crate::metrics::{DropLabels, Metrics};
 use crate::runtime::{Chain, Rejected, Router, StageError};
 use crate::sink::{Chunk, OutputHandle};
 use boulder_batch::{Batch, Format};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// A consumed Kafka message and how to decode it.
@@ -53,6 +55,7 @@ pub struct Pipeline {
     tenants: Vec<Tenant>,
     by_name: HashMap<String, usize>,
     dead_letters: mpsc::Sender<DeadLetter>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -62,6 +65,7 @@ impl Pipeline {
         router: Option<Router>,
         tenants: Vec<Tenant>,
         dead_letters: mpsc::Sender<DeadLetter>,
+        metrics: Arc<Metrics>,
     ) -> Pipeline {
         let by_name = tenants
             .iter()
@@ -73,12 +77,14 @@ impl Pipeline {
             tenants,
             by_name,
             dead_letters,
+            metrics,
         }
     }
 
     /// Processes a group of messages. Blocks while writers or the dead-letter queue
     /// are behind.
     pub fn process(&self, messages: Vec<Consumed>, now_ns: i64) {
+        let started = Instant::now();
         let batch = self.decode(&messages, now_ns);
         let routed: Vec<(usize, Batch)> = match &self.router {
             None => vec![(0, batch)],
@@ -98,7 +104,18 @@ impl Pipeline {
         };
         for (index, batch) in routed {
             let tenant = &self.tenants[index];
-            match tenant.chain.run(&batch) {
+            let name = Metrics::tenant(tenant.chain.tenant());
+            self.metrics
+                .points_in
+                .get_or_create(&name)
+                .inc_by(batch.len() as u64);
+            let chain_started = Instant::now();
+            let result = tenant.chain.run(&batch);
+            self.metrics
+                .guest_seconds
+                .get_or_create(&name)
+                .observe(chain_started.elapsed().as_secs_f64());
+            match result {
                 Ok(out) => {
                     self.rejected(
                         &messages,
@@ -114,6 +131,9 @@ impl Pipeline {
         for m in messages {
             m.ack.done();
         }
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Decodes every message into one batch whose points' origins are message
@@ -135,6 +155,11 @@ impl Pipeline {
             for p in &mut batch.points[first..] {
                 p.origin = i as u32;
             }
+            self.metrics
+                .points_decoded
+                .get_or_create(&Metrics::format(m.format.name()))
+                .inc_by((batch.len() - first) as u64);
+            self.count_dead(Stage::Decode, None, errors.len());
             for e in errors {
                 let mut letter = DeadLetter::new(
                     Stage::Decode,
@@ -160,7 +185,7 @@ impl Pipeline {
         tenant: Option<&str>,
     ) {
         let mut groups: BTreeMap<(u32, &str, String), Vec<&str>> = BTreeMap::new();
-        let mut drops = 0;
+        let mut drops: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for r in rejected {
             if r.dead_letter {
                 groups
@@ -168,17 +193,20 @@ impl Pipeline {
                     .or_default()
                     .push(&r.line);
             } else {
-                drops += 1;
+                *drops
+                    .entry((r.stage.component.as_str(), r.reason.as_str()))
+                    .or_default() += 1;
             }
         }
-        if drops > 0 {
-            tracing::debug!(
-                stage = stage.name(),
-                tenant = tenant.unwrap_or(""),
-                drops,
-                "points dropped"
-            );
+        for ((component, reason), n) in drops {
+            let labels = DropLabels {
+                tenant: tenant.unwrap_or("").to_owned(),
+                component: component.to_owned(),
+                reason: reason.to_owned(),
+            };
+            self.metrics.points_dropped.get_or_create(&labels).inc_by(n);
         }
+        self.count_dead(stage, tenant, groups.values().map(Vec::len).sum());
         for ((origin, reason, component), lines) in groups {
             let m = &messages[origin as usize];
             let mut letter = DeadLetter::new(stage, "boulder.rejected", reason, join_lines(&lines));
@@ -193,6 +221,7 @@ impl Pipeline {
     /// Dead-letters every point of a batch whose stage failed, one record per message.
     fn failed(&self, messages: &[Consumed], batch: &Batch, stage: Stage, error: &StageError) {
         tracing::warn!(stage = %error.stage, reason = error.failure.code(), points = batch.len(), error = %error, "batch failed in a guest; dead-lettering it");
+        self.count_dead(stage, error.stage.tenant.as_deref(), batch.len());
         let mut per_message: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for i in 0..batch.len() {
             per_message
@@ -217,6 +246,7 @@ impl Pipeline {
     fn hand_off(&self, messages: &[Consumed], tenant: &Tenant, batch: &Batch) {
         let mut lines = Vec::with_capacity(batch.arena.len() + batch.len() * 32);
         let unwritable = line_protocol::write_batch(batch, &mut lines);
+        self.count_dead(Stage::Write, Some(tenant.chain.tenant()), unwritable.len());
         for (i, why) in &unwritable {
             let m = &messages[batch.points[*i].origin as usize];
             let line = line_protocol::point_to_line(batch, *i);
@@ -251,6 +281,15 @@ impl Pipeline {
                 // messages are consumed again.
                 tracing::error!(output = %output.name, points = chunk.points, "output writer has stopped; its points will be consumed again");
             }
+        }
+    }
+
+    fn count_dead(&self, stage: Stage, tenant: Option<&str>, points: usize) {
+        if points > 0 {
+            self.metrics
+                .points_dead_lettered
+                .get_or_create(&Metrics::stage(stage.name(), tenant))
+                .inc_by(points as u64);
         }
     }
 

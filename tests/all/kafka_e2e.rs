@@ -4,8 +4,8 @@
 //! topics, group and a unique `test` label, so tests never see each other's data.
 
 use boulder_tests::services::{
-    consume_all, create_topic, export, kafka, now_ms, produce, require_services, unique, vm_a,
-    vm_b, wait_for_samples, Boulder, Series,
+    consume_all, create_topic, export, kafka, metric, now_ms, produce, require_services, unique,
+    vm_a, vm_b, wait_for_samples, Boulder, Series,
 };
 use boulder_tests::{components, root};
 use std::time::Duration;
@@ -30,6 +30,9 @@ fn config(name: &str, rest: &str, kafka_options: &str) -> String {
 
         [pipeline]
         linger = "10ms"
+
+        [http]
+        listen = "127.0.0.1:0"
 
         {rest}
         "#,
@@ -172,6 +175,43 @@ fn influx_line_protocol_end_to_end() {
     assert_eq!(dead.len(), 1, "{}", boulder.log());
     use rdkafka::Message;
     assert_eq!(dead[0].payload(), Some(&b"this is not line protocol"[..]));
+    // What the status endpoint says about it.
+    let (code, metrics) = boulder.status("/metrics");
+    assert_eq!(code, 200);
+    for (series, value) in [
+        (
+            r#"boulder_messages_consumed_total{format="influx-line"}"#,
+            3.0,
+        ),
+        (r#"boulder_points_decoded_total{format="influx-line"}"#, 5.0),
+        (r#"boulder_points_in_total{tenant="ops"}"#, 5.0),
+        (
+            r#"boulder_points_written_total{tenant="ops",output="ops-1"}"#,
+            5.0,
+        ),
+        (
+            r#"boulder_points_dead_lettered_total{stage="decode",tenant=""}"#,
+            1.0,
+        ),
+        (
+            r#"boulder_dead_letters_written_total{stage="decode",tenant=""}"#,
+            1.0,
+        ),
+        ("boulder_dead_letter_queue_blocked", 0.0),
+        ("boulder_messages_in_flight", 0.0),
+    ] {
+        assert_eq!(
+            metric(&metrics, series),
+            Some(value),
+            "{series} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("boulder_write_seconds_bucket"),
+        "{metrics}"
+    );
+    assert_eq!(boulder.status("/health"), (200, "ok\n".to_owned()));
+    assert_eq!(boulder.status("/ready"), (200, "ready\n".to_owned()));
     assert!(boulder.stop().success());
 }
 

@@ -36,6 +36,8 @@ fn run_against(
         format = "influx-line"
         [dlq]
         topic = "{name}-dlq"
+        [http]
+        listen = "127.0.0.1:0"
         [[tenants]]
         name = "ops"
         outputs = [{{ name = "stub", url = "{url}/api/v2/write", org = "ops", bucket = "b", batch_age = "50ms" {output_extra} }}]

@@ -200,6 +200,32 @@ impl Boulder {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The address of its status endpoint, from its log (configs in tests listen on
+    /// port 0).
+    pub fn status_addr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains("status endpoint listening"))
+            {
+                let addr = line.split("addr=").nth(1).expect("addr= in the line");
+                return addr.split_whitespace().next().unwrap().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no status endpoint in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GETs a path of its status endpoint: `(status code, body)`.
+    pub fn status(&self, path: &str) -> (u16, String) {
+        http_get(&self.status_addr(), path)
+    }
+
     /// Waits for the process to exit by itself (within 60 s).
     pub fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -322,6 +348,32 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A minimal HTTP/1.0 GET: `(status code, body)`.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_owned())
+}
+
+/// The value of one sample in Prometheus text, e.g. `boulder_points_written_total{tenant="ops",output="ops-1"}`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// A minimal HTTP/1.0 POST (no chunking, connection closes): enough for loopback.

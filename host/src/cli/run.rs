@@ -6,10 +6,13 @@ use anyhow::{bail, Context, Result};
 use boulder::config::Config;
 use boulder::dlq::{DeadLetter, Dlq};
 use boulder::kafka::{self, ack::Tracker, Inputs};
+use boulder::metrics::Metrics;
 use boulder::pipeline::{Pipeline, Tenant};
 use boulder::runtime::{Chain, Router, Runtime, RuntimeSettings};
 use boulder::sink::{self, http::Endpoint};
+use boulder::status::{self, Status};
 use rdkafka::consumer::Consumer;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -43,13 +46,28 @@ async fn serve(
     chains: Vec<Chain>,
     workers: usize,
 ) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(Status {
+        metrics: metrics.clone(),
+        ..Status::default()
+    });
+    let shutdown = CancellationToken::new();
+    if config.http.enabled {
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "status endpoint listening: /metrics /health /ready");
+        tokio::spawn(status::serve(listener, status.clone(), shutdown.clone()));
+    }
     let kafka_config = config.kafka.as_ref().expect("checked");
     let dlq_config = config.dlq.as_ref().expect("checked");
     Dlq::ensure_topic(kafka_config, dlq_config)
         .await
         .map_err(anyhow::Error::msg)?;
-    let dlq =
-        Arc::new(Dlq::new(kafka_config, dlq_config).context("creating the dead-letter producer")?);
+    let dlq = Arc::new(
+        Dlq::new(kafka_config, dlq_config, metrics.clone())
+            .context("creating the dead-letter producer")?,
+    );
     let client = sink::http::client().context("loading the system's CA certificates")?;
 
     let mut writers = Vec::new();
@@ -78,6 +96,7 @@ async fn serve(
                 endpoint,
                 client.clone(),
                 dlq.clone(),
+                metrics.clone(),
             );
             outputs.push(handle);
             writers.push(task);
@@ -87,22 +106,33 @@ async fn serve(
 
     let (dead_letters, dead_letter_rx) = mpsc::channel::<DeadLetter>(DEAD_LETTER_QUEUE);
     let dead_letter_task = tokio::spawn(send_dead_letters(dlq.clone(), dead_letter_rx));
-    let pipeline = Arc::new(Pipeline::new(router, tenants, dead_letters));
+    let pipeline = Arc::new(Pipeline::new(
+        router,
+        tenants,
+        dead_letters,
+        metrics.clone(),
+    ));
 
     let inputs = Arc::new(Inputs::new(&config.inputs).map_err(anyhow::Error::msg)?);
-    let consumer =
-        Arc::new(kafka::consumer(kafka_config, &inputs).context("creating the Kafka consumer")?);
+    let consumer = Arc::new(
+        kafka::consumer(kafka_config, &inputs, metrics.clone())
+            .context("creating the Kafka consumer")?,
+    );
     let storing = Arc::downgrade(&consumer);
-    let tracker = Tracker::new(Box::new(move |topic, partition, offset| {
-        if let Some(consumer) = storing.upgrade() {
-            if let Err(e) = consumer.store_offset(topic, partition, offset) {
-                tracing::warn!(topic, partition, offset, error = %e, "cannot store offset");
+    let tracker = Tracker::with_gauge(
+        Box::new(move |topic, partition, offset| {
+            if let Some(consumer) = storing.upgrade() {
+                if let Err(e) = consumer.store_offset(topic, partition, offset) {
+                    tracing::warn!(topic, partition, offset, error = %e, "cannot store offset");
+                }
             }
-        }
-    }));
+        }),
+        metrics.messages_in_flight.clone(),
+    );
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    consumer.context().set_tracker(tracker.clone());
+    let stop_consuming = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop_consuming.clone()));
     tracing::info!(
         brokers = %kafka_config.brokers,
         group = %kafka_config.group_id,
@@ -110,16 +140,19 @@ async fn serve(
         workers,
         "boulder running"
     );
+    status.consuming.store(true, Ordering::Relaxed);
     kafka::consume(
         consumer.clone(),
         inputs,
         tracker.clone(),
         pipeline.clone(),
+        metrics.clone(),
         &config.pipeline,
         workers,
-        shutdown,
+        stop_consuming,
     )
     .await;
+    status.consuming.store(false, Ordering::Relaxed);
 
     // In-flight groups are handed off; let the writers and the dead-letter queue
     // finish, then commit what they confirmed.
@@ -129,6 +162,7 @@ async fn serve(
     }
     let _ = dead_letter_task.await;
     kafka::commit(&consumer);
+    shutdown.cancel();
     if tracker.pending() > 0 {
         bail!(
             "{} messages were not finished and will be consumed again",

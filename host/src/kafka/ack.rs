@@ -24,6 +24,7 @@ pub type StoreOffset = Box<dyn Fn(&str, i32, i64) + Send + Sync>;
 pub struct Tracker {
     partitions: Mutex<HashMap<(Arc<str>, i32), Partition>>,
     store: StoreOffset,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
 }
 
 #[derive(Default)]
@@ -43,9 +44,18 @@ struct Partition {
 impl Tracker {
     /// A tracker that reports committable offsets to `store`.
     pub fn new(store: StoreOffset) -> Arc<Tracker> {
+        Tracker::with_gauge(store, Default::default())
+    }
+
+    /// A tracker that also keeps `in_flight` at the number of unfinished messages.
+    pub fn with_gauge(
+        store: StoreOffset,
+        in_flight: prometheus_client::metrics::gauge::Gauge,
+    ) -> Arc<Tracker> {
         Arc::new(Tracker {
             partitions: Mutex::new(HashMap::new()),
             store,
+            in_flight,
         })
     }
 
@@ -53,7 +63,9 @@ impl Tracker {
     pub fn register(self: &Arc<Tracker>, topic: Arc<str>, partition: i32, offset: i64) -> Ack {
         let mut partitions = self.partitions.lock().expect("poisoned");
         let p = partitions.entry((topic.clone(), partition)).or_default();
-        p.pending.insert(offset);
+        if p.pending.insert(offset) {
+            self.in_flight.inc();
+        }
         p.first_seen = Some(p.first_seen.map_or(offset, |f| f.min(offset)));
         p.last_seen = Some(p.last_seen.map_or(offset, |l| l.max(offset)));
         Ack {
@@ -70,7 +82,13 @@ impl Tracker {
     /// Forgets a partition (revoked in a rebalance): its late completions are ignored.
     pub fn forget(&self, topic: &str, partition: i32) {
         let mut partitions = self.partitions.lock().expect("poisoned");
-        partitions.retain(|(t, p), _| !(&**t == topic && *p == partition));
+        partitions.retain(|(t, p), state| {
+            let revoked = &**t == topic && *p == partition;
+            if revoked {
+                self.in_flight.dec_by(state.pending.len() as i64);
+            }
+            !revoked
+        });
     }
 
     /// Messages consumed and not yet finished, across partitions.
@@ -91,7 +109,9 @@ impl Tracker {
             let Some(p) = partitions.get_mut(&(topic.clone(), partition)) else {
                 return;
             };
-            p.pending.remove(&offset);
+            if p.pending.remove(&offset) {
+                self.in_flight.dec();
+            }
             let watermark = match p.pending.first() {
                 Some(first) => first - 1,
                 None => p.last_seen.unwrap_or(offset),

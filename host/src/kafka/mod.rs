@@ -9,14 +9,18 @@
 pub mod ack;
 
 use crate::config::{InputConfig, KafkaConfig, PipelineConfig};
+use crate::metrics::{Metrics, PartitionLabels};
 use crate::pipeline::{Consumed, Pipeline};
 use ack::Tracker;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::Message;
-use rdkafka::ClientConfig;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
 use regex::Regex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -133,11 +137,94 @@ pub async fn ensure_topic(
     Ok(())
 }
 
+/// The consumer's callbacks: librdkafka's statistics become the lag metric, and a
+/// rebalance commits what is stored before partitions leave.
+pub struct BoulderContext {
+    metrics: Arc<Metrics>,
+    tracker: OnceLock<Arc<Tracker>>,
+}
+
+impl BoulderContext {
+    /// A context reporting to `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> BoulderContext {
+        BoulderContext {
+            metrics,
+            tracker: OnceLock::new(),
+        }
+    }
+
+    /// Connects the tracker (created after the consumer, since it stores offsets in it).
+    pub fn set_tracker(&self, tracker: Arc<Tracker>) {
+        let _ = self.tracker.set(tracker);
+    }
+}
+
+impl ClientContext for BoulderContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // librdkafka reports -1 for partitions it does not consume, and
+                // an internal partition -1.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    let labels = PartitionLabels {
+                        topic: topic.clone(),
+                        partition: partition.to_string(),
+                    };
+                    self.metrics
+                        .consumer_lag
+                        .get_or_create(&labels)
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for BoulderContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // The next owner starts right after what was written here. Work still
+            // in flight on these partitions finishes (maybe written twice: allowed)
+            // but can no longer move their offsets.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "commit before revocation");
+            }
+            let tracker = self.tracker.get();
+            for p in partitions.elements() {
+                if let Some(tracker) = tracker {
+                    tracker.forget(p.topic(), p.partition());
+                }
+                let labels = PartitionLabels {
+                    topic: p.topic().to_owned(),
+                    partition: p.partition().to_string(),
+                };
+                self.metrics.consumer_lag.remove(&labels);
+            }
+            tracing::info!(partitions = partitions.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            let assigned: Vec<String> = partitions
+                .elements()
+                .iter()
+                .map(|p| format!("{}/{}", p.topic(), p.partition()))
+                .collect();
+            tracing::info!(partitions = ?assigned, "partitions assigned");
+        }
+    }
+}
+
+/// The consumer Boulder runs.
+pub type BoulderConsumer = StreamConsumer<BoulderContext>;
+
 /// A consumer in the config's group, subscribed to every input's topics.
 pub fn consumer(
     kafka: &KafkaConfig,
     inputs: &Inputs,
-) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+    metrics: Arc<Metrics>,
+) -> Result<BoulderConsumer, rdkafka::error::KafkaError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &kafka.brokers)
@@ -146,12 +233,14 @@ pub fn consumer(
         // A new group starts at the beginning: nothing already in the topics is lost.
         .set("auto.offset.reset", "earliest")
         // New topics matching a regex are found within this time.
-        .set("topic.metadata.refresh.interval.ms", "30000");
+        .set("topic.metadata.refresh.interval.ms", "30000")
+        // Statistics feed the consumer-lag metric.
+        .set("statistics.interval.ms", "5000");
     for (k, v) in &kafka.options {
         config.set(k, v);
     }
     config.set("enable.auto.offset.store", "false");
-    let consumer: StreamConsumer = config.create()?;
+    let consumer: BoulderConsumer = config.create_with_context(BoulderContext::new(metrics))?;
     let topics = inputs.subscription();
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -161,11 +250,13 @@ pub fn consumer(
 /// Consumes until `shutdown`, grouping messages by `pipeline.batch_messages` and
 /// `pipeline.linger` and running up to `workers` groups at once; waits for the
 /// groups in flight, then commits what is stored.
+#[allow(clippy::too_many_arguments)]
 pub async fn consume(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<BoulderConsumer>,
     inputs: Arc<Inputs>,
     tracker: Arc<Tracker>,
     pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
     config: &PipelineConfig,
     workers: usize,
     shutdown: CancellationToken,
@@ -198,6 +289,10 @@ pub async fn consume(
             ack.done();
             continue;
         };
+        metrics
+            .messages_consumed
+            .get_or_create(&Metrics::format(input.format.name()))
+            .inc();
         group.push(Consumed {
             topic,
             partition: message.partition(),
@@ -225,7 +320,7 @@ pub async fn consume(
 }
 
 /// Commits what has been stored, synchronously (on shutdown).
-pub fn commit(consumer: &StreamConsumer) {
+pub fn commit(consumer: &BoulderConsumer) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::info!("offsets committed"),
         // Nothing stored since the last commit is not an error worth alarming about.

@@ -15,6 +15,7 @@ pub mod http;
 use crate::config::OutputConfig;
 use crate::dlq::{DeadLetter, Dlq, Stage};
 use crate::kafka::ack::Ack;
+use crate::metrics::{Metrics, OutputLabels};
 use backon::BackoffBuilder;
 use http::{Endpoint, HttpClient, Outcome};
 use std::sync::Arc;
@@ -60,10 +61,13 @@ pub fn spawn(
     endpoint: Endpoint,
     client: HttpClient,
     dlq: Arc<Dlq>,
+    metrics: Arc<Metrics>,
 ) -> (OutputHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
     let name: Arc<str> = name.into();
     let writer = Writer {
+        labels: Metrics::output(tenant, &name),
+        metrics,
         tenant: tenant.to_owned(),
         name: name.clone(),
         endpoint,
@@ -78,6 +82,8 @@ pub fn spawn(
 }
 
 struct Writer {
+    labels: OutputLabels,
+    metrics: Arc<Metrics>,
     tenant: String,
     name: Arc<str>,
     endpoint: Endpoint,
@@ -138,7 +144,13 @@ impl Writer {
         let mut parts = vec![lines];
         while let Some(part) = parts.pop() {
             match self.write_with_retries(&part).await {
-                Outcome::Written => {}
+                Outcome::Written => {
+                    let lines = part.iter().filter(|&&b| b == b'\n').count();
+                    self.metrics
+                        .points_written
+                        .get_or_create(&self.labels)
+                        .inc_by(lines as u64);
+                }
                 Outcome::TooLarge => match split_lines(&part) {
                     Some((a, b)) => {
                         tracing::info!(output = %self.name, bytes = part.len(), "sink answered 413; splitting the batch");
@@ -188,7 +200,8 @@ impl Writer {
             .without_max_times()
             .build();
         let mut attempt = 0u32;
-        loop {
+        let outcome = loop {
+            let sent = Instant::now();
             let outcome = self.endpoint.send(&self.client, body.clone()).await;
             let Outcome::Retry {
                 reason,
@@ -196,19 +209,34 @@ impl Writer {
                 ..
             } = &outcome
             else {
-                return outcome;
+                if outcome == Outcome::Written {
+                    let seconds = sent.elapsed().as_secs_f64();
+                    self.metrics
+                        .write_seconds
+                        .get_or_create(&self.labels)
+                        .observe(seconds);
+                }
+                break outcome;
             };
+            if attempt == 0 {
+                self.metrics.outputs_stalled.inc();
+            }
+            self.metrics.write_retries.get_or_create(&self.labels).inc();
             attempt += 1;
             let wait = backoff
                 .next()
                 .unwrap_or(Duration::from_secs(30))
                 .max(retry_after.unwrap_or_default());
             if started.elapsed() + wait > self.max_retry_time {
-                return outcome;
+                break outcome;
             }
             tracing::warn!(output = %self.name, tenant = %self.tenant, attempt, retry_in = ?wait, error = %reason, "write failed; retrying");
             tokio::time::sleep(wait).await;
+        };
+        if attempt > 0 {
+            self.metrics.outputs_stalled.dec();
         }
+        outcome
     }
 
     async fn dead_letter(&self, lines: Vec<u8>, acks: &[Ack], status: Option<u16>, reason: &str) {

@@ -1,0 +1,293 @@
+//! What Boulder counts, in Prometheus' text format at `/metrics`.
+//!
+//! Names follow `boulder_<noun>_<unit>_total`; labels have bounded cardinality
+//! (tenants, outputs, stages, formats and guests' reasons come from the config and
+//! the components, never from point data). Counting happens per batch, not per
+//! point.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A tenant.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    /// The tenant's name.
+    pub tenant: String,
+}
+
+/// A tenant's output.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputLabels {
+    /// The tenant's name.
+    pub tenant: String,
+    /// The output's name.
+    pub output: String,
+}
+
+/// An input format.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FormatLabel {
+    /// `influx-line`, ...
+    pub format: String,
+}
+
+/// Where and why points were dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// The tenant (empty for the router).
+    pub tenant: String,
+    /// The component that dropped them.
+    pub component: String,
+    /// The guest's reason.
+    pub reason: String,
+}
+
+/// A pipeline stage, and the tenant when known.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `decode`, `route`, `transform` or `write`.
+    pub stage: String,
+    /// The tenant, or empty.
+    pub tenant: String,
+}
+
+/// A topic partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: String,
+}
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Kafka messages consumed, by input format.
+    pub messages_consumed: Family<FormatLabel, Counter>,
+    /// Points decoded, by input format.
+    pub points_decoded: Family<FormatLabel, Counter>,
+    /// Points that entered a tenant's chain.
+    pub points_in: Family<TenantLabel, Counter>,
+    /// Points written to an output.
+    pub points_written: Family<OutputLabels, Counter>,
+    /// Points dropped on purpose by a guest, by reason.
+    pub points_dropped: Family<DropLabels, Counter>,
+    /// Points (or undecodable parts) sent to the dead-letter queue, by stage.
+    pub points_dead_lettered: Family<StageLabels, Counter>,
+    /// Dead-letter records written.
+    pub dead_letters_written: Family<StageLabels, Counter>,
+    /// Failed attempts to write a dead letter.
+    pub dead_letter_errors: Counter,
+    /// 1 while a dead letter cannot be written (consumption stalls behind it).
+    pub dead_letter_queue_blocked: Gauge,
+    /// Outputs currently retrying a failed write.
+    pub outputs_stalled: Gauge,
+    /// Write attempts that failed and will be retried.
+    pub write_retries: Family<OutputLabels, Counter>,
+    /// Duration of successful writes.
+    pub write_seconds: Family<OutputLabels, Histogram>,
+    /// Duration of one group of messages through decode, route and chains.
+    pub batch_seconds: Histogram,
+    /// Time spent in a tenant's chain (guests), per batch.
+    pub guest_seconds: Family<TenantLabel, Histogram>,
+    /// Consumer lag per partition, from librdkafka's statistics.
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// 1 for a tenant that is quarantined.
+    pub quarantined: Family<TenantLabel, Gauge>,
+    /// Messages consumed and not yet written or dead-lettered.
+    pub messages_in_flight: Gauge,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 100 µs to ~26 s.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered under the `boulder_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("boulder");
+        let m = Metrics {
+            messages_consumed: Family::default(),
+            points_decoded: Family::default(),
+            points_in: Family::default(),
+            points_written: Family::default(),
+            points_dropped: Family::default(),
+            points_dead_lettered: Family::default(),
+            dead_letters_written: Family::default(),
+            dead_letter_errors: Counter::default(),
+            dead_letter_queue_blocked: Gauge::default(),
+            outputs_stalled: Gauge::default(),
+            write_retries: Family::default(),
+            write_seconds: Family::new_with_constructor(seconds_histogram),
+            batch_seconds: seconds_histogram(),
+            guest_seconds: Family::new_with_constructor(seconds_histogram),
+            consumer_lag: Family::default(),
+            quarantined: Family::default(),
+            messages_in_flight: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "messages_consumed",
+            "Kafka messages consumed",
+            m.messages_consumed.clone(),
+        );
+        r.register("points_decoded", "Points decoded", m.points_decoded.clone());
+        r.register(
+            "points_in",
+            "Points that entered a tenant's chain",
+            m.points_in.clone(),
+        );
+        r.register(
+            "points_written",
+            "Points written to an output",
+            m.points_written.clone(),
+        );
+        r.register(
+            "points_dropped",
+            "Points dropped on purpose by a guest",
+            m.points_dropped.clone(),
+        );
+        r.register(
+            "points_dead_lettered",
+            "Points or undecodable parts sent to the dead-letter queue",
+            m.points_dead_lettered.clone(),
+        );
+        r.register(
+            "dead_letters_written",
+            "Dead-letter records written",
+            m.dead_letters_written.clone(),
+        );
+        r.register(
+            "dead_letter_errors",
+            "Failed attempts to write a dead letter",
+            m.dead_letter_errors.clone(),
+        );
+        r.register(
+            "dead_letter_queue_blocked",
+            "1 while a dead letter cannot be written and consumption waits",
+            m.dead_letter_queue_blocked.clone(),
+        );
+        r.register(
+            "outputs_stalled",
+            "Outputs retrying a failed write",
+            m.outputs_stalled.clone(),
+        );
+        r.register(
+            "write_retries",
+            "Write attempts that failed and are retried",
+            m.write_retries.clone(),
+        );
+        r.register(
+            "write_seconds",
+            "Duration of successful writes",
+            m.write_seconds.clone(),
+        );
+        r.register(
+            "batch_seconds",
+            "Duration of a group of messages through decode, route and chains",
+            m.batch_seconds.clone(),
+        );
+        r.register(
+            "guest_seconds",
+            "Time in a tenant's chain per batch",
+            m.guest_seconds.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Messages behind the partition's end",
+            m.consumer_lag.clone(),
+        );
+        r.register(
+            "quarantined",
+            "1 for a quarantined tenant",
+            m.quarantined.clone(),
+        );
+        r.register(
+            "messages_in_flight",
+            "Messages consumed and not yet finished",
+            m.messages_in_flight.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+
+    /// The labels of a tenant.
+    pub fn tenant(tenant: &str) -> TenantLabel {
+        TenantLabel {
+            tenant: tenant.to_owned(),
+        }
+    }
+
+    /// The labels of an output.
+    pub fn output(tenant: &str, output: &str) -> OutputLabels {
+        OutputLabels {
+            tenant: tenant.to_owned(),
+            output: output.to_owned(),
+        }
+    }
+
+    /// The labels of a stage.
+    pub fn stage(stage: &str, tenant: Option<&str>) -> StageLabels {
+        StageLabels {
+            stage: stage.to_owned(),
+            tenant: tenant.unwrap_or("").to_owned(),
+        }
+    }
+
+    /// The labels of a format.
+    pub fn format(format: &str) -> FormatLabel {
+        FormatLabel {
+            format: format.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_counters_with_the_prefix_and_labels() {
+        let m = Metrics::new();
+        m.points_written
+            .get_or_create(&Metrics::output("ops", "vm"))
+            .inc_by(3);
+        m.points_dead_lettered
+            .get_or_create(&Metrics::stage("decode", None))
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains(r#"boulder_points_written_total{tenant="ops",output="vm"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"boulder_points_dead_lettered_total{stage="decode",tenant=""} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE boulder_batch_seconds histogram"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The status endpoint: `/metrics` (Prometheus text), `/health` (liveness) and
+//! `/ready` (consuming, with every output and the dead-letter queue writable).
+
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the endpoint reports on.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// True while the consumer loop runs (false before start and while stopping).
+    pub consuming: AtomicBool,
+}
+
+impl Status {
+    /// Why the process is not ready, if it is not.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.consuming.load(Ordering::Relaxed) {
+            problems.push("not consuming".to_owned());
+        }
+        if self.metrics.dead_letter_queue_blocked.get() > 0 {
+            problems
+                .push("the dead-letter queue cannot be written; consumption is waiting".to_owned());
+        }
+        let stalled = self.metrics.outputs_stalled.get();
+        if stalled > 0 {
+            problems.push(format!("{stalled} outputs are failing and being retried"));
+        }
+        problems
+    }
+}
+
+/// Serves the endpoint on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, status: Arc<Status>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let status = status.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| respond(request, status.clone()));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    status: Arc<Status>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (code, content_type, body) = match request.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            status.metrics.encode(),
+        ),
+        "/health" => {
+            // Alive as long as it answers; problems are reported, not fatal: a
+            // restart would not make a broken dead-letter queue writable.
+            let problems = status.problems();
+            let body = if problems.is_empty() {
+                "ok\n".to_owned()
+            } else {
+                format!("ok, but: {}\n", problems.join("; "))
+            };
+            (StatusCode::OK, "text/plain; charset=utf-8", body)
+        }
+        "/ready" => {
+            let problems = status.problems();
+            if problems.is_empty() {
+                (
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    "ready\n".to_owned(),
+                )
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("not ready: {}\n", problems.join("; ")),
+                )
+            }
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: try /metrics, /health or /ready\n".to_owned(),
+        ),
+    };
+    let response = Response::builder()
+        .status(code)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response");
+    Ok(response)
+}
