@@ -310,6 +310,10 @@ fn default_listen() -> std::net::SocketAddr {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
+    /// How long a stop (SIGINT/SIGTERM) may take to flush and commit before Boulder
+    /// exits anyway; what was not finished is consumed again. Default: 30s.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     /// Messages decoded and transformed together, at most. Default: 200.
     #[serde(default = "default_batch_messages")]
     pub batch_messages: usize,
@@ -324,6 +328,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> PipelineConfig {
         PipelineConfig {
+            shutdown_timeout: default_shutdown_timeout(),
             batch_messages: default_batch_messages(),
             linger: default_linger(),
             workers: None,
@@ -346,6 +351,12 @@ pub struct Limits {
     /// 64 KiB), so a guest cannot flood what comes after it. Default: 8.
     #[serde(default = "default_max_output_ratio")]
     pub max_output_ratio: u32,
+    /// After this many batches in a row fail in a guest (trap, deadline,
+    /// out-of-memory, malformed output), the tenant is quarantined: its points go
+    /// straight to the dead-letter queue until Boulder is restarted with a fixed
+    /// component. 0 never quarantines. Default: 5.
+    #[serde(default = "default_quarantine_after")]
+    pub quarantine_after: u32,
 }
 
 impl Default for Limits {
@@ -354,6 +365,7 @@ impl Default for Limits {
             memory: default_memory(),
             cpu_per_batch: default_cpu_per_batch(),
             max_output_ratio: default_max_output_ratio(),
+            quarantine_after: default_quarantine_after(),
         }
     }
 }
@@ -382,6 +394,9 @@ fn default_timeout() -> Duration {
 fn default_max_retry_time() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_batch_messages() -> usize {
     200
 }
@@ -402,6 +417,9 @@ fn default_memory() -> ByteSize {
 }
 fn default_cpu_per_batch() -> Duration {
     Duration::from_secs(1)
+}
+fn default_quarantine_after() -> u32 {
+    5
 }
 fn default_max_output_ratio() -> u32 {
     8

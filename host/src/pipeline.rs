@@ -15,6 +15,7 @@ use crate::runtime::{Chain, Rejected, Router, StageError};
 use crate::sink::{Chunk, OutputHandle};
 use boulder_batch::{Batch, Format};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -47,6 +48,27 @@ pub struct Tenant {
     pub chain: Chain,
     /// The outputs' writers.
     pub outputs: Vec<OutputHandle>,
+    /// `limits.quarantine_after`.
+    pub quarantine_after: u32,
+    /// Batches failed in a row.
+    pub failures_in_a_row: AtomicU32,
+}
+
+impl Tenant {
+    /// A tenant that has not failed yet.
+    pub fn new(chain: Chain, outputs: Vec<OutputHandle>, quarantine_after: u32) -> Tenant {
+        Tenant {
+            chain,
+            outputs,
+            quarantine_after,
+            failures_in_a_row: AtomicU32::new(0),
+        }
+    }
+
+    fn quarantined(&self) -> bool {
+        self.quarantine_after > 0
+            && self.failures_in_a_row.load(Ordering::Relaxed) >= self.quarantine_after
+    }
 }
 
 /// Everything between the consumer and the writers.
@@ -109,6 +131,10 @@ impl Pipeline {
                 .points_in
                 .get_or_create(&name)
                 .inc_by(batch.len() as u64);
+            if tenant.quarantined() {
+                self.quarantined(&messages, tenant, &batch);
+                continue;
+            }
             let chain_started = Instant::now();
             let result = tenant.chain.run(&batch);
             self.metrics
@@ -117,6 +143,7 @@ impl Pipeline {
                 .observe(chain_started.elapsed().as_secs_f64());
             match result {
                 Ok(out) => {
+                    tenant.failures_in_a_row.store(0, Ordering::Relaxed);
                     self.rejected(
                         &messages,
                         &out.rejected,
@@ -125,7 +152,14 @@ impl Pipeline {
                     );
                     self.hand_off(&messages, tenant, &out.batch);
                 }
-                Err(e) => self.failed(&messages, &batch, Stage::Transform, &e),
+                Err(e) => {
+                    let failures = tenant.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                    if tenant.quarantine_after > 0 && failures == tenant.quarantine_after {
+                        self.metrics.quarantined.get_or_create(&name).set(1);
+                        tracing::error!(tenant = tenant.chain.tenant(), failures, error = %e, "tenant quarantined: its points go to the dead-letter queue until its component is replaced and Boulder restarted");
+                    }
+                    self.failed(&messages, &batch, Stage::Transform, &e);
+                }
             }
         }
         for m in messages {
@@ -221,7 +255,43 @@ impl Pipeline {
     /// Dead-letters every point of a batch whose stage failed, one record per message.
     fn failed(&self, messages: &[Consumed], batch: &Batch, stage: Stage, error: &StageError) {
         tracing::warn!(stage = %error.stage, reason = error.failure.code(), points = batch.len(), error = %error, "batch failed in a guest; dead-lettering it");
-        self.count_dead(stage, error.stage.tenant.as_deref(), batch.len());
+        let class = format!("boulder.guest.{}", error.failure.code());
+        let origin = (
+            error.stage.tenant.as_deref(),
+            error.stage.component.as_str(),
+        );
+        self.dead_letter_batch(messages, batch, stage, &class, &error.to_string(), origin);
+    }
+
+    /// Dead-letters a quarantined tenant's batch without running its chain.
+    fn quarantined(&self, messages: &[Consumed], tenant: &Tenant, batch: &Batch) {
+        let reason = format!(
+            "tenant '{}' is quarantined after {} failed batches in a row",
+            tenant.chain.tenant(),
+            tenant.quarantine_after
+        );
+        let origin = (Some(tenant.chain.tenant()), "");
+        self.dead_letter_batch(
+            messages,
+            batch,
+            Stage::Transform,
+            "boulder.quarantined",
+            &reason,
+            origin,
+        );
+    }
+
+    /// Dead-letters every point of a batch, one record per message.
+    fn dead_letter_batch(
+        &self,
+        messages: &[Consumed],
+        batch: &Batch,
+        stage: Stage,
+        class: &str,
+        reason: &str,
+        (tenant, component): (Option<&str>, &str),
+    ) {
+        self.count_dead(stage, tenant, batch.len());
         let mut per_message: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for i in 0..batch.len() {
             per_message
@@ -232,11 +302,10 @@ impl Pipeline {
         for (origin, lines) in per_message {
             let m = &messages[origin as usize];
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let class = format!("boulder.guest.{}", error.failure.code());
-            let mut letter = DeadLetter::new(stage, class, error.to_string(), join_lines(&lines));
+            let mut letter = DeadLetter::new(stage, class, reason, join_lines(&lines));
             letter.key = m.key.clone();
-            letter.tenant = error.stage.tenant.clone();
-            letter.component = Some(error.stage.component.clone());
+            letter.tenant = tenant.map(str::to_owned);
+            letter.component = (!component.is_empty()).then(|| component.to_owned());
             letter.acks = vec![m.ack.split()];
             self.send(letter);
         }

@@ -3,6 +3,7 @@
 
 mod builtins;
 mod cli;
+mod delivery;
 mod guest_builds;
 mod hostile;
 mod kafka_e2e;

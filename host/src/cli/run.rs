@@ -101,7 +101,11 @@ async fn serve(
             outputs.push(handle);
             writers.push(task);
         }
-        tenants.push(Tenant { chain, outputs });
+        tenants.push(Tenant::new(
+            chain,
+            outputs,
+            tenant_config.limits.quarantine_after,
+        ));
     }
 
     let (dead_letters, dead_letter_rx) = mpsc::channel::<DeadLetter>(DEAD_LETTER_QUEUE);
@@ -132,7 +136,10 @@ async fn serve(
 
     consumer.context().set_tracker(tracker.clone());
     let stop_consuming = CancellationToken::new();
-    tokio::spawn(stop_on_signal(stop_consuming.clone()));
+    tokio::spawn(stop_on_signal(
+        stop_consuming.clone(),
+        config.pipeline.shutdown_timeout,
+    ));
     tracing::info!(
         brokers = %kafka_config.brokers,
         group = %kafka_config.group_id,
@@ -186,19 +193,28 @@ async fn send_dead_letters(dlq: Arc<Dlq>, mut rx: mpsc::Receiver<DeadLetter>) {
     while sending.join_next().await.is_some() {}
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// First signal: stop consuming and finish what is in flight. Second signal, or
+/// `pipeline.shutdown_timeout` passing: exit at once. Offsets stored so far were
+/// committed by librdkafka; the rest is consumed again (at-least-once).
+async fn stop_on_signal(shutdown: CancellationToken, deadline: std::time::Duration) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("stopping: finishing what is in flight (a second signal exits at once)");
+    tracing::info!(deadline = ?deadline, "stopping: finishing what is in flight (a second signal exits at once)");
     shutdown.cancel();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {
+            tracing::warn!("second signal: exiting now; unfinished messages will be consumed again");
+        }
+        _ = term.recv() => {
+            tracing::warn!("second signal: exiting now; unfinished messages will be consumed again");
+        }
+        _ = tokio::time::sleep(deadline) => {
+            tracing::error!(deadline = ?deadline, "shutdown deadline passed: exiting now; unfinished messages will be consumed again");
+        }
     }
-    tracing::warn!("second signal: exiting now; unfinished messages will be consumed again");
     std::process::exit(130);
 }

@@ -1,0 +1,189 @@
+//! Delivery guarantees against the real broker: quarantine of a tenant whose guest
+//! keeps failing while another tenant flows on; a stop that cannot flush exits by
+//! its deadline and loses nothing (the next process writes what it could not).
+
+use boulder_tests::services::{
+    consume_all, create_topic, headers, kafka, metric, now_ms, produce, require_services, unique,
+    vm_a, wait_for_samples, Boulder,
+};
+use boulder_tests::stub_sink::StubSink;
+use boulder_tests::{components, root};
+use std::time::{Duration, Instant};
+
+fn base(name: &str, rest: &str) -> String {
+    format!(
+        r#"
+        [runtime]
+        components_dir = {components:?}
+        cache_dir = {cache:?}
+        [kafka]
+        brokers = "{kafka}"
+        group_id = "{name}"
+        # A process that dies leaves the group within seconds, not the default 45.
+        options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+        [[inputs]]
+        topics = ["{name}"]
+        format = "influx-line"
+        [dlq]
+        topic = "{name}-dlq"
+        [http]
+        listen = "127.0.0.1:0"
+        {rest}
+        "#,
+        components = components().display().to_string(),
+        cache = root().join("target/test-cache").display().to_string(),
+        kafka = kafka(),
+    )
+}
+
+#[test]
+fn a_tenant_whose_guest_keeps_failing_is_quarantined_while_the_other_flows_on() {
+    require_services();
+    let name = unique("quarantine");
+    create_topic(&name, 1);
+    let now = now_ms();
+    // Six messages, each with a point for the good tenant and one for the evil one.
+    let messages: Vec<(&str, Vec<u8>)> = (0..6)
+        .map(|i| {
+            let ns = (now + i) * 1_000_000;
+            let text =
+                format!("good,test={name} v={i} {ns}\nevil,tenant=evil,test={name} v={i} {ns}\n");
+            ("k", text.into_bytes())
+        })
+        .collect();
+    produce(&name, &messages);
+    let boulder = Boulder::run(
+        &name,
+        &base(
+            &name,
+            &format!(
+                r#"
+                [pipeline]
+                batch_messages = 1
+                workers = 1
+                [router]
+                component = "route"
+                params = {{ default = "good", rules = [{{ tag = "tenant" }}] }}
+                [[tenants]]
+                name = "good"
+                chain = [{{ component = "validate" }}]
+                outputs = [{{ url = "{vm}/api/v2/write", batch_age = "50ms" }}]
+                [[tenants]]
+                name = "evil"
+                chain = [{{ component = "panic" }}]
+                limits = {{ quarantine_after = 2 }}
+                outputs = [{{ url = "{vm}/api/v2/write" }}]
+                "#,
+                vm = vm_a()
+            ),
+        ),
+    );
+    let good = wait_for_samples(
+        &vm_a(),
+        &format!(r#"{{test="{name}"}}"#),
+        6,
+        Duration::from_secs(60),
+        || boulder.log(),
+    );
+    assert_eq!(good.len(), 1, "only the good tenant's series: {good:?}");
+    assert_eq!(good[0].labels["__name__"], "good");
+
+    let dead = consume_all(&format!("{name}-dlq"), 6, Duration::from_secs(30));
+    assert_eq!(dead.len(), 6, "{}", boulder.log());
+    let classes: Vec<String> = dead
+        .iter()
+        .map(|m| headers(m)["__connect.errors.exception.class.name"].clone())
+        .collect();
+    assert_eq!(classes[..2], ["boulder.guest.panic", "boulder.guest.panic"]);
+    assert!(
+        classes[2..].iter().all(|c| c == "boulder.quarantined"),
+        "{classes:?}"
+    );
+    let h = headers(&dead[5]);
+    assert_eq!(h["boulder.tenant"], "evil");
+    assert_eq!(h["__connect.errors.stage"], "transform");
+    assert!(
+        h["__connect.errors.exception.message"].contains("quarantined after 2 failed batches"),
+        "{h:?}"
+    );
+    let h = headers(&dead[0]);
+    assert_eq!(h["boulder.component"], "panic");
+    assert!(
+        h["__connect.errors.exception.message"]
+            .contains("guest panicked: boom on measurement evil"),
+        "{h:?}"
+    );
+
+    let (_, metrics) = boulder.status("/metrics");
+    assert_eq!(
+        metric(&metrics, r#"boulder_quarantined{tenant="evil"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"boulder_points_dead_lettered_total{stage="transform",tenant="evil"}"#
+        ),
+        Some(6.0),
+        "{metrics}"
+    );
+    assert!(
+        boulder.log().contains("tenant quarantined"),
+        "{}",
+        boulder.log()
+    );
+    assert!(boulder.stop().success());
+}
+
+#[test]
+fn a_stop_that_cannot_flush_exits_by_its_deadline_and_the_next_process_writes_the_points() {
+    require_services();
+    let name = unique("deadline");
+    create_topic(&name, 1);
+    let line = format!("m,test={name} v=1.5 {}", now_ms() * 1_000_000);
+    produce(&name, &[("k", format!("{line}\n").into_bytes())]);
+    let output = |url: &str| {
+        format!(
+            r#"
+            [pipeline]
+            shutdown_timeout = "2s"
+            [[tenants]]
+            name = "ops"
+            outputs = [{{ url = "{url}/api/v2/write", batch_age = "50ms" }}]
+            "#
+        )
+    };
+
+    // A sink that never takes the write: the point stays in flight.
+    let down = StubSink::start(Box::new(|_, _| (503, vec![], "down".into())));
+    let first = Boulder::run(&format!("{name}-1"), &base(&name, &output(&down.url)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while down.received().is_empty() {
+        assert!(Instant::now() < deadline, "{}", first.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopping = Instant::now();
+    let log = first.log.clone();
+    let status = first.stop();
+    let took = stopping.elapsed();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        !status.success(),
+        "an unfinished stop is not a clean exit:\n{log}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}:\n{log}");
+    assert!(log.contains("shutdown deadline passed"), "{log}");
+
+    // The same group, a sink that works: the point was not committed, so it comes again.
+    let up = StubSink::start(Box::new(|_, _| (204, vec![], String::new())));
+    let second = Boulder::run(&format!("{name}-2"), &base(&name, &output(&up.url)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.received().is_empty() {
+        assert!(Instant::now() < deadline, "{}", second.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(up.received()[0].body, format!("{line}\n"));
+    assert!(second.stop().success());
+    assert!(consume_all(&format!("{name}-dlq"), 1, Duration::from_secs(3)).is_empty());
+}
