@@ -42,6 +42,17 @@ pub struct Consumed {
     pub ack: Ack,
 }
 
+/// Where points enter the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// Decode, route, the tenant's chain, its outputs: consumed messages.
+    Start,
+    /// Decode, this tenant's chain, its outputs: points that failed in the chain.
+    Chain(&'a str),
+    /// Decode, this tenant's outputs: points that were transformed already.
+    Outputs(&'a str),
+}
+
 /// A tenant's chain and the writers of its outputs.
 pub struct Tenant {
     /// The chain.
@@ -106,11 +117,32 @@ impl Pipeline {
     /// Processes a group of messages. Blocks while writers or the dead-letter queue
     /// are behind.
     pub fn process(&self, messages: Vec<Consumed>, now_ns: i64) {
+        self.process_from(messages, now_ns, Entry::Start)
+    }
+
+    /// Processes a group of messages from `entry` on (replays start later than the
+    /// router for points that already passed it).
+    pub fn process_from(&self, messages: Vec<Consumed>, now_ns: i64, entry: Entry<'_>) {
         let started = Instant::now();
         let batch = self.decode(&messages, now_ns);
-        let routed: Vec<(usize, Batch)> = match &self.router {
-            None => vec![(0, batch)],
-            Some(router) => match router.route(&batch) {
+        let routed: Vec<(usize, Batch)> = match (entry, &self.router) {
+            (Entry::Chain(name) | Entry::Outputs(name), _) => match self.by_name.get(name) {
+                Some(&index) => vec![(index, batch)],
+                None => {
+                    let reason = format!("no tenant {name:?} in this config");
+                    self.dead_letter_batch(
+                        &messages,
+                        &batch,
+                        Stage::Route,
+                        "boulder.replay",
+                        &reason,
+                        (Some(name), ""),
+                    );
+                    Vec::new()
+                }
+            },
+            (Entry::Start, None) => vec![(0, batch)],
+            (Entry::Start, Some(router)) => match router.route(&batch) {
                 Ok(out) => {
                     self.rejected(&messages, &out.rejected, Stage::Route, None);
                     out.by_tenant
@@ -131,6 +163,10 @@ impl Pipeline {
                 .points_in
                 .get_or_create(&name)
                 .inc_by(batch.len() as u64);
+            if let Entry::Outputs(_) = entry {
+                self.hand_off(&messages, tenant, &batch);
+                continue;
+            }
             if tenant.quarantined() {
                 self.quarantined(&messages, tenant, &batch);
                 continue;

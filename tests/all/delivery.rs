@@ -187,3 +187,81 @@ fn a_stop_that_cannot_flush_exits_by_its_deadline_and_the_next_process_writes_th
     assert!(second.stop().success());
     assert!(consume_all(&format!("{name}-dlq"), 1, Duration::from_secs(3)).is_empty());
 }
+
+#[test]
+fn replay_writes_the_dead_letters_once_the_fault_is_fixed() {
+    require_services();
+    let name = unique("replay");
+    create_topic(&name, 1);
+    let now = now_ms();
+    let good = format!("m,test={name} v=2.5 {}", now * 1_000_000);
+    produce(
+        &name,
+        &[("k", format!("{good}\nnot line protocol\n").into_bytes())],
+    );
+    let config = |url: &str| {
+        base(
+            &name,
+            &format!(
+                r#"
+                [[tenants]]
+                name = "ops"
+                chain = [{{ component = "normalize" }}]
+                outputs = [{{ url = "{url}/api/v2/write", batch_age = "50ms" }}]
+                "#
+            ),
+        )
+    };
+    // The sink refuses: the good point is dead-lettered at `write`, the bad line at `decode`.
+    let refusing = StubSink::start(Box::new(|_, _| (400, vec![], "no".into())));
+    let first = Boulder::run(&name, &config(&refusing.url));
+    let dead = consume_all(&format!("{name}-dlq"), 2, Duration::from_secs(30));
+    assert_eq!(dead.len(), 2, "{}", first.log());
+    assert!(first.stop().success());
+
+    // Fixed: the output points at VictoriaMetrics. Replay the write failures only.
+    let path = root().join(format!("target/test-run/{name}-fixed.toml"));
+    std::fs::write(&path, config(&vm_a())).unwrap();
+    let replay = || {
+        let out = std::process::Command::new(boulder_tests::boulder_bin())
+            .args([
+                "replay",
+                "--config",
+                path.to_str().unwrap(),
+                "--stage",
+                "write",
+                "--since",
+                "1h",
+            ])
+            .env("XDG_CACHE_HOME", root().join("target/test-cache-home"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    let summary = replay();
+    assert!(
+        summary.contains("replayed           1 records from stage write"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("skipped            1 records"),
+        "{summary}"
+    );
+    assert!(summary.contains("written            1 points"), "{summary}");
+    let series = wait_for_samples(
+        &vm_a(),
+        &format!(r#"{{test="{name}"}}"#),
+        1,
+        Duration::from_secs(30),
+        || summary.clone(),
+    );
+    assert_eq!(series[0].labels["__name__"], "m");
+    assert_eq!(series[0].samples, vec![(now, 2.5)]);
+
+    // The replay group remembers: a second replay finds nothing new.
+    let again = replay();
+    assert!(!again.contains("records from stage"), "{again}");
+    assert!(again.contains("written            0 points"), "{again}");
+}

@@ -150,6 +150,8 @@ pub fn consume_all(
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // The topic may not exist yet: notice it when it does.
+        .set("topic.metadata.refresh.interval.ms", "500")
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");

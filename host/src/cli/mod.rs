@@ -2,6 +2,7 @@
 
 mod check;
 mod produce;
+mod replay;
 mod run;
 mod transform;
 
@@ -26,6 +27,9 @@ enum Command {
     /// Run one tenant's chain (and optionally the router) over line protocol from a
     /// file or stdin, print the kept points, and summarise the rest on stderr.
     Transform(transform::TransformArgs),
+    /// Send dead letters back through the pipeline once their fault is fixed:
+    /// each from where it failed, filtered by stage, tenant and time.
+    Replay(replay::ReplayArgs),
     /// Produce the lines of a file (or stdin) to a topic, a few lines per message.
     Produce(produce::ProduceArgs),
     /// Check a config: parse it, load and compile every component, run every
@@ -48,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Transform(a) => transform::run(a),
         Command::Check(a) => check::run(a),
         Command::Produce(a) => produce::run(a),
+        Command::Replay(a) => replay::run(a),
     }
 }
 

@@ -60,62 +60,8 @@ async fn serve(
         tokio::spawn(status::serve(listener, status.clone(), shutdown.clone()));
     }
     let kafka_config = config.kafka.as_ref().expect("checked");
-    let dlq_config = config.dlq.as_ref().expect("checked");
-    Dlq::ensure_topic(kafka_config, dlq_config)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let dlq = Arc::new(
-        Dlq::new(kafka_config, dlq_config, metrics.clone())
-            .context("creating the dead-letter producer")?,
-    );
-    let client = sink::http::client().context("loading the system's CA certificates")?;
-
-    let mut writers = Vec::new();
-    let mut tenants = Vec::new();
-    for (tenant_config, chain) in config.tenants.iter().zip(chains) {
-        let mut outputs = Vec::new();
-        for (i, output) in tenant_config.outputs.iter().enumerate() {
-            let name = output
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}-{}", tenant_config.name, i + 1));
-            let token = match &output.token_env {
-                Some(var) => Some(std::env::var(var).with_context(|| {
-                    format!(
-                        "tenant {:?} output {name:?}: token_env {var:?} is not set",
-                        tenant_config.name
-                    )
-                })?),
-                None => None,
-            };
-            let endpoint = Endpoint::new(output, token.as_deref()).map_err(anyhow::Error::msg)?;
-            let (handle, task) = sink::spawn(
-                &tenant_config.name,
-                name,
-                output,
-                endpoint,
-                client.clone(),
-                dlq.clone(),
-                metrics.clone(),
-            );
-            outputs.push(handle);
-            writers.push(task);
-        }
-        tenants.push(Tenant::new(
-            chain,
-            outputs,
-            tenant_config.limits.quarantine_after,
-        ));
-    }
-
-    let (dead_letters, dead_letter_rx) = mpsc::channel::<DeadLetter>(DEAD_LETTER_QUEUE);
-    let dead_letter_task = tokio::spawn(send_dead_letters(dlq.clone(), dead_letter_rx));
-    let pipeline = Arc::new(Pipeline::new(
-        router,
-        tenants,
-        dead_letters,
-        metrics.clone(),
-    ));
+    let running = Running::start(&config, router, chains, metrics.clone()).await?;
+    let pipeline = running.pipeline.clone();
 
     let inputs = Arc::new(Inputs::new(&config.inputs).map_err(anyhow::Error::msg)?);
     let consumer = Arc::new(
@@ -164,10 +110,7 @@ async fn serve(
     // In-flight groups are handed off; let the writers and the dead-letter queue
     // finish, then commit what they confirmed.
     drop(pipeline);
-    for w in writers {
-        let _ = w.await;
-    }
-    let _ = dead_letter_task.await;
+    running.finish().await;
     kafka::commit(&consumer);
     shutdown.cancel();
     if tracker.pending() > 0 {
@@ -178,6 +121,99 @@ async fn serve(
     }
     tracing::info!("boulder stopped");
     Ok(())
+}
+
+/// The pipeline with its writers and dead-letter sender running: what `run` and
+/// `replay` share.
+pub(super) struct Running {
+    pub(super) pipeline: Arc<Pipeline>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    dead_letter_task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Makes sure the dead-letter topic exists, starts a writer per output and the
+    /// dead-letter sender, and builds the pipeline.
+    pub(super) async fn start(
+        config: &Config,
+        router: Option<Router>,
+        chains: Vec<Chain>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Running> {
+        let kafka_config = config.kafka.as_ref().expect("checked");
+        let dlq_config = config.dlq.as_ref().expect("checked");
+        Dlq::ensure_topic(kafka_config, dlq_config)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let dlq = Arc::new(
+            Dlq::new(kafka_config, dlq_config, metrics.clone())
+                .context("creating the dead-letter producer")?,
+        );
+        let client = sink::http::client().context("loading the system's CA certificates")?;
+
+        let mut writers = Vec::new();
+        let mut tenants = Vec::new();
+        for (tenant_config, chain) in config.tenants.iter().zip(chains) {
+            let mut outputs = Vec::new();
+            for (i, output) in tenant_config.outputs.iter().enumerate() {
+                let name = output
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-{}", tenant_config.name, i + 1));
+                let token = match &output.token_env {
+                    Some(var) => Some(std::env::var(var).with_context(|| {
+                        format!(
+                            "tenant {:?} output {name:?}: token_env {var:?} is not set",
+                            tenant_config.name
+                        )
+                    })?),
+                    None => None,
+                };
+                let endpoint =
+                    Endpoint::new(output, token.as_deref()).map_err(anyhow::Error::msg)?;
+                let (handle, task) = sink::spawn(
+                    &tenant_config.name,
+                    name,
+                    output,
+                    endpoint,
+                    client.clone(),
+                    dlq.clone(),
+                    metrics.clone(),
+                );
+                outputs.push(handle);
+                writers.push(task);
+            }
+            tenants.push(Tenant::new(
+                chain,
+                outputs,
+                tenant_config.limits.quarantine_after,
+            ));
+        }
+
+        let (dead_letters, dead_letter_rx) = mpsc::channel::<DeadLetter>(DEAD_LETTER_QUEUE);
+        let dead_letter_task = tokio::spawn(send_dead_letters(dlq.clone(), dead_letter_rx));
+        let pipeline = Arc::new(Pipeline::new(
+            router,
+            tenants,
+            dead_letters,
+            metrics.clone(),
+        ));
+        Ok(Running {
+            pipeline,
+            writers,
+            dead_letter_task,
+        })
+    }
+
+    /// Waits for every writer and the dead-letter sender to finish what they hold;
+    /// call once every other handle of the pipeline is dropped.
+    pub(super) async fn finish(self) {
+        drop(self.pipeline);
+        for w in self.writers {
+            let _ = w.await;
+        }
+        let _ = self.dead_letter_task.await;
+    }
 }
 
 async fn send_dead_letters(dlq: Arc<Dlq>, mut rx: mpsc::Receiver<DeadLetter>) {
