@@ -149,6 +149,11 @@ impl Dlq {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "30000");
+        if !kafka.options.contains_key("message.max.bytes") {
+            // A dead letter holds a whole message: allow large ones (the topic's
+            // max.message.bytes must allow them too).
+            config.set("message.max.bytes", "67108864");
+        }
         Ok(Dlq {
             producer: config.create()?,
             topic: dlq.topic.clone(),

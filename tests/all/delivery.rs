@@ -265,3 +265,102 @@ fn replay_writes_the_dead_letters_once_the_fault_is_fixed() {
     assert!(!again.contains("records from stage"), "{again}");
     assert!(again.contains("written            0 points"), "{again}");
 }
+
+#[test]
+fn undecodable_messages_are_dead_lettered_with_their_bytes_and_good_points_still_land() {
+    require_services();
+    let name = unique("undecodable");
+    let json_topic = format!("{name}-json");
+    create_topic(&name, 1);
+    create_topic(&json_topic, 1);
+    let now = now_ms();
+    let ns = now * 1_000_000;
+    let mut garbage = vec![0xff, 0xfe, 0x00, 0x9c, b' ', b'='];
+    garbage.extend_from_slice(format!("\ngood,test={name} v=1 {ns}\n").as_bytes());
+    let huge_line = "x".repeat(10 * 1024 * 1024);
+    let huge = format!("good2,test={name} v=2 {}\n{huge_line}\n", ns + 1_000_000);
+    produce(
+        &name,
+        &[
+            ("garbage", garbage),
+            ("empty", Vec::new()),
+            ("huge", huge.into_bytes()),
+        ],
+    );
+    let truncated = br#"{"name":"m","tags":{"test":"x"},"fields":{"v":"#.to_vec();
+    produce(&json_topic, &[("truncated", truncated.clone())]);
+
+    let boulder = Boulder::run(
+        &name,
+        &base(
+            &name,
+            &format!(
+                r#"
+                [[inputs]]
+                topics = ["{json_topic}"]
+                format = "influx-json"
+                [[tenants]]
+                name = "ops"
+                outputs = [{{ url = "{vm}/api/v2/write", batch_age = "50ms" }}]
+                "#,
+                vm = vm_a()
+            ),
+        ),
+    );
+    let series = wait_for_samples(
+        &vm_a(),
+        &format!(r#"{{test="{name}"}}"#),
+        2,
+        Duration::from_secs(60),
+        || boulder.log(),
+    );
+    let names: Vec<&str> = series
+        .iter()
+        .map(|s| s.labels["__name__"].as_str())
+        .collect();
+    assert_eq!(names, vec!["good", "good2"]);
+
+    let mut dead = consume_all(&format!("{name}-dlq"), 4, Duration::from_secs(60));
+    assert_eq!(dead.len(), 4, "{}", boulder.log());
+    use rdkafka::Message;
+    dead.sort_by_key(|m| m.key().map(<[u8]>::to_vec));
+    let by_key = |key: &str| {
+        dead.iter()
+            .find(|m| m.key() == Some(key.as_bytes()))
+            .unwrap_or_else(|| panic!("no dead letter for {key}"))
+    };
+    let check = |key: &str, topic: &str, offset: &str, value: &[u8], reason: &str| {
+        let m = by_key(key);
+        assert_eq!(m.payload().unwrap_or_default(), value, "{key}");
+        let h = headers(m);
+        assert_eq!(h["__connect.errors.stage"], "decode", "{key}");
+        assert_eq!(h["__connect.errors.topic"], topic, "{key}");
+        assert_eq!(h["__connect.errors.partition"], "0", "{key}");
+        assert_eq!(h["__connect.errors.offset"], offset, "{key}");
+        assert_eq!(
+            h["__connect.errors.exception.class.name"], "boulder.decode",
+            "{key}"
+        );
+        assert!(
+            h["__connect.errors.exception.message"].contains(reason),
+            "{key}: {h:?}"
+        );
+    };
+    check(
+        "garbage",
+        &name,
+        "0",
+        &[0xff, 0xfe, 0x00, 0x9c, b' ', b'='],
+        "line 1: not valid UTF-8",
+    );
+    check("empty", &name, "1", b"", "empty message");
+    check(
+        "huge",
+        &name,
+        "2",
+        huge_line.as_bytes(),
+        "line 2: missing fields",
+    );
+    check("truncated", &json_topic, "0", &truncated, "truncated JSON");
+    assert!(boulder.stop().success());
+}

@@ -106,6 +106,7 @@ pub fn produce(topic: &str, messages: &[(&str, Vec<u8>)]) {
         .set("bootstrap.servers", kafka())
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        .set("message.max.bytes", "16777216")
         .create()
         .expect("producer");
     block_on(async {

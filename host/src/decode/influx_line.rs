@@ -28,6 +28,15 @@ pub fn decode(
     batch: &mut Batch,
 ) -> Vec<DecodeError> {
     let mut errors = Vec::new();
+    if input.iter().all(u8::is_ascii_whitespace) {
+        // Not one line: a producer bug worth seeing, not silence.
+        errors.push(DecodeError {
+            line: 1,
+            bytes: 0..input.len(),
+            reason: "empty message".to_owned(),
+        });
+        return errors;
+    }
     let mut parser = Parser {
         input,
         pos: 0,

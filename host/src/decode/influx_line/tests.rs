@@ -196,6 +196,13 @@ fn reports_each_kind_of_error() {
     let mut batch = Batch::new();
     let errors = decode(b"m\xff f=1", Precision::Ns, 0, 0, &mut batch);
     assert_eq!(errors[0].reason, "not valid UTF-8");
+    for empty in ["", " \n\n"] {
+        let (b, errors) = parse(empty);
+        assert!(b.is_empty());
+        assert_eq!(errors[0].reason, "empty message");
+    }
+    // Only comments is not empty: nothing to say.
+    assert!(parse("# nothing today\n").1.is_empty());
 }
 
 fn name() -> impl Strategy<Value = String> {
