@@ -4,7 +4,7 @@
 
 use boulder_tests::services::{
     consume_all, create_topic, headers, kafka, metric, now_ms, produce, require_services, unique,
-    vm_a, wait_for_samples, Boulder,
+    vm_a, wait_for_distinct, wait_for_samples, Boulder,
 };
 use boulder_tests::stub_sink::StubSink;
 use boulder_tests::{components, root};
@@ -363,4 +363,135 @@ fn undecodable_messages_are_dead_lettered_with_their_bytes_and_good_points_still
     );
     check("truncated", &json_topic, "0", &truncated, "truncated JSON");
     assert!(boulder.stop().success());
+}
+
+/// `messages` messages of `lines` points each, every point a distinct
+/// (series, timestamp): 100 series `crash{test,i}`, timestamps one ms apart.
+fn stream(name: &str, messages: usize, lines: usize) -> Vec<(String, Vec<u8>)> {
+    let start = now_ms() - (messages * lines) as i64;
+    (0..messages)
+        .map(|m| {
+            let text: String = (0..lines)
+                .map(|l| {
+                    let n = m * lines + l;
+                    format!(
+                        "crash,test={name},i={} v={n} {}\n",
+                        n % 100,
+                        (start + n as i64) * 1_000_000
+                    )
+                })
+                .collect();
+            (format!("k{m}"), text.into_bytes())
+        })
+        .collect()
+}
+
+/// Kills a process (SIGKILL) as soon as its metrics say it has written points;
+/// returns how many it had written.
+fn kill_once_writing(boulder: Boulder) -> f64 {
+    let written = wait_writing(&boulder);
+    boulder.kill();
+    written
+}
+
+/// Waits until a process's metrics say it has written points; returns how many.
+fn wait_writing(boulder: &Boulder) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, text) = boulder.status("/metrics");
+        let series = r#"boulder_points_written_total{tenant="ops",output="ops-1"}"#;
+        let written = metric(&text, series).unwrap_or(0.0);
+        if written > 0.0 {
+            return written;
+        }
+        assert!(Instant::now() < deadline, "{}", boulder.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn produce_owned(topic: &str, messages: &[(String, Vec<u8>)]) {
+    let borrowed: Vec<(&str, Vec<u8>)> = messages
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    produce(topic, &borrowed);
+}
+
+fn crash_config(name: &str) -> String {
+    base(
+        name,
+        &format!(
+            r#"
+            [pipeline]
+            batch_messages = 5
+            [[tenants]]
+            name = "ops"
+            outputs = [{{ url = "{vm}/api/v2/write", batch_points = 2000, batch_age = "200ms" }}]
+            "#,
+            vm = vm_a()
+        ),
+    )
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_stream_then_restart_loses_nothing() {
+    require_services();
+    let name = unique("kill9");
+    create_topic(&name, 2);
+    let (messages, lines) = (500, 200);
+    produce_owned(&name, &stream(&name, messages, lines));
+    let selector = format!(r#"{{test="{name}"}}"#);
+
+    let first = Boulder::run(&format!("{name}-a"), &crash_config(&name));
+    // Kill it once some, but not all, points are written.
+    let written = kill_once_writing(first);
+    assert!(
+        written < (messages * lines) as f64,
+        "killed after writing all {written}: not mid-stream"
+    );
+
+    let second = Boulder::run(&format!("{name}-b"), &crash_config(&name));
+    wait_for_distinct(
+        &vm_a(),
+        &selector,
+        messages * lines,
+        Duration::from_secs(120),
+        || second.log(),
+    );
+    assert!(second.stop().success());
+}
+
+/// One of two processes stops in the middle of the stream; its partitions move to
+/// the other, which delivers every point. (With SIGKILL instead of a stop, Tansu
+/// 0.6.0 keeps the dead member in the group: after its session times out the
+/// rebalance still assigns it partitions, so they are never consumed. Real Kafka
+/// removes it; see the project notes.)
+#[test]
+fn two_processes_in_one_group_one_stopping_mid_stream_deliver_every_point() {
+    require_services();
+    let name = unique("twoproc");
+    create_topic(&name, 4);
+    let selector = format!(r#"{{test="{name}"}}"#);
+    let a = Boulder::run(&format!("{name}-a"), &crash_config(&name));
+    let b = Boulder::run(&format!("{name}-b"), &crash_config(&name));
+    // Both in the group before the stream starts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(a.log().contains("partitions assigned") && b.log().contains("partitions assigned")) {
+        assert!(Instant::now() < deadline, "{}\n{}", a.log(), b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (messages, lines) = (80, 100);
+    produce_owned(&name, &stream(&name, messages, lines));
+    wait_writing(&a);
+    assert!(a.stop().success());
+    // b takes over a's partitions when a leaves the group, and delivers the rest.
+    wait_for_distinct(
+        &vm_a(),
+        &selector,
+        messages * lines,
+        Duration::from_secs(120),
+        || b.log(),
+    );
+    assert!(b.log().contains("partitions assigned"), "{}", b.log());
+    assert!(b.stop().success());
 }

@@ -245,8 +245,31 @@ impl Boulder {
         }
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
+    /// Kills the process at once (SIGKILL): nothing is flushed or committed.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until it has started consuming (its signal handlers are installed).
+    pub fn wait_running(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains("boulder running") {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("boulder exited ({status}) before running:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "boulder did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM (once it is running) and waits for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
+        self.wait_running();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -316,6 +339,42 @@ pub fn export(vm: &str, selector: &str) -> Vec<Series> {
         .collect();
     series.sort_by(|a, b| a.labels.cmp(&b.labels));
     series
+}
+
+/// Distinct (series, timestamp) pairs in `series`: what at-least-once must deliver
+/// in full, duplicates aside.
+pub fn distinct_samples(series: &[Series]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for s in series {
+        for (t, _) in &s.samples {
+            seen.insert((format!("{:?}", s.labels), *t));
+        }
+    }
+    seen.len()
+}
+
+/// Polls until VictoriaMetrics holds `want` distinct (series, timestamp) pairs.
+pub fn wait_for_distinct(
+    vm: &str,
+    selector: &str,
+    want: usize,
+    within: Duration,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = distinct_samples(&export(vm, selector));
+        if n >= want {
+            assert_eq!(n, want, "more distinct samples than sent");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{vm} holds {n} of {want} distinct samples for {selector}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Polls `export` until it holds `samples` samples in all, or panics after `within`.
