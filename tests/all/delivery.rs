@@ -2,37 +2,22 @@
 //! keeps failing while another tenant flows on; a stop that cannot flush exits by
 //! its deadline and loses nothing (the next process writes what it could not).
 
+use boulder_tests::root;
 use boulder_tests::services::{
-    consume_all, create_topic, headers, kafka, metric, now_ms, produce, require_services, unique,
-    vm_a, wait_for_distinct, wait_for_samples, Boulder,
+    base_config, consume_all, create_topic, headers, metric, now_ms, produce, require_services,
+    unique, vm_a, wait_for_distinct, wait_for_samples, Boulder,
 };
 use boulder_tests::stub_sink::StubSink;
-use boulder_tests::{components, root};
 use std::time::{Duration, Instant};
 
+/// The shared config, reading topic `name` as line protocol, in a group whose dead
+/// members leave within seconds (not the default 45).
 fn base(name: &str, rest: &str) -> String {
-    format!(
-        r#"
-        [runtime]
-        components_dir = {components:?}
-        cache_dir = {cache:?}
-        [kafka]
-        brokers = "{kafka}"
-        group_id = "{name}"
-        # A process that dies leaves the group within seconds, not the default 45.
-        options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
-        [[inputs]]
-        topics = ["{name}"]
-        format = "influx-line"
-        [dlq]
-        topic = "{name}-dlq"
-        [http]
-        listen = "127.0.0.1:0"
-        {rest}
-        "#,
-        components = components().display().to_string(),
-        cache = root().join("target/test-cache").display().to_string(),
-        kafka = kafka(),
+    let input = format!("[[inputs]]\ntopics = [\"{name}\"]\nformat = \"influx-line\"\n");
+    base_config(
+        name,
+        r#""session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000""#,
+        &format!("{input}{rest}"),
     )
 }
 

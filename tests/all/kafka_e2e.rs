@@ -4,41 +4,19 @@
 //! topics, group and a unique `test` label, so tests never see each other's data.
 
 use boulder_tests::services::{
-    consume_all, create_topic, export, kafka, metric, now_ms, produce, require_services, unique,
-    vm_a, vm_b, wait_for_samples, Boulder, Series,
+    base_config, consume_all, create_topic, export, metric, now_ms, produce, require_services,
+    unique, vm_a, vm_b, wait_for_samples, Boulder, Series,
 };
-use boulder_tests::{components, root};
 use std::time::Duration;
 
 const CHAIN: &str = r#"[{ component = "validate" }, { component = "normalize" }, { component = "flip-single-fields" }]"#;
 
-/// The parts of a config every test shares; `rest` adds inputs, router and tenants.
+/// The shared config, with messages handed on quickly.
 fn config(name: &str, rest: &str, kafka_options: &str) -> String {
-    format!(
-        r#"
-        [runtime]
-        components_dir = {components:?}
-        cache_dir = {cache:?}
-
-        [kafka]
-        brokers = "{kafka}"
-        group_id = "{name}"
-        options = {{ {kafka_options} }}
-
-        [dlq]
-        topic = "{name}-dlq"
-
-        [pipeline]
-        linger = "10ms"
-
-        [http]
-        listen = "127.0.0.1:0"
-
-        {rest}
-        "#,
-        components = components().display().to_string(),
-        cache = root().join("target/test-cache").display().to_string(),
-        kafka = kafka(),
+    base_config(
+        name,
+        kafka_options,
+        &format!("[pipeline]\nlinger = \"10ms\"\n{rest}"),
     )
 }
 

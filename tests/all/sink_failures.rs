@@ -4,10 +4,10 @@
 //! query parameters as configured.
 
 use boulder_tests::services::{
-    consume_all, create_topic, headers, kafka, now_ms, produce, require_services, unique, Boulder,
+    base_config, consume_all, create_topic, headers, now_ms, produce, require_services, unique,
+    Boulder,
 };
 use boulder_tests::stub_sink::StubSink;
-use boulder_tests::{components, root};
 use rdkafka::Message;
 use std::time::{Duration, Instant};
 
@@ -23,29 +23,20 @@ fn run_against(
     create_topic(&name, 1);
     let message: String = lines.iter().map(|l| format!("{l}\n")).collect();
     produce(&name, &[("k", message.into_bytes())]);
-    let config = format!(
-        r#"
-        [runtime]
-        components_dir = {components:?}
-        cache_dir = {cache:?}
-        [kafka]
-        brokers = "{kafka}"
-        group_id = "{name}"
-        [[inputs]]
-        topics = ["{name}"]
-        format = "influx-line"
-        [dlq]
-        topic = "{name}-dlq"
-        [http]
-        listen = "127.0.0.1:0"
-        [[tenants]]
-        name = "ops"
-        outputs = [{{ name = "stub", url = "{url}/api/v2/write", org = "ops", bucket = "b", batch_age = "50ms" {output_extra} }}]
-        "#,
-        components = components().display().to_string(),
-        cache = root().join("target/test-cache").display().to_string(),
-        kafka = kafka(),
-        url = sink.url,
+    let config = base_config(
+        &name,
+        "",
+        &format!(
+            r#"
+            [[inputs]]
+            topics = ["{name}"]
+            format = "influx-line"
+            [[tenants]]
+            name = "ops"
+            outputs = [{{ name = "stub", url = "{url}/api/v2/write", org = "ops", bucket = "b", batch_age = "50ms" {output_extra} }}]
+            "#,
+            url = sink.url,
+        ),
     );
     (name.clone(), Boulder::run_with_env(&name, &config, env))
 }

@@ -166,6 +166,36 @@ pub fn consume_all(
     records
 }
 
+/// The config every end-to-end test shares: the built components and a shared
+/// compile cache, the broker with consumer group `name` and `kafka_options`
+/// (inside the braces of an inline table), dead letters to `<name>-dlq`, the
+/// status endpoint on a free port; `rest` adds inputs, router and tenants.
+pub fn base_config(name: &str, kafka_options: &str, rest: &str) -> String {
+    format!(
+        r#"
+        [runtime]
+        components_dir = {components:?}
+        cache_dir = {cache:?}
+
+        [kafka]
+        brokers = "{kafka}"
+        group_id = "{name}"
+        options = {{ {kafka_options} }}
+
+        [dlq]
+        topic = "{name}-dlq"
+
+        [http]
+        listen = "127.0.0.1:0"
+
+        {rest}
+        "#,
+        components = crate::components().display().to_string(),
+        cache = root().join("target/test-cache").display().to_string(),
+        kafka = kafka(),
+    )
+}
+
 /// A `boulder run` child process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Boulder {
     child: Child,
