@@ -27,16 +27,10 @@ pub fn decode(
     source: u32,
     batch: &mut Batch,
 ) -> Vec<DecodeError> {
-    let mut errors = Vec::new();
-    if input.iter().all(u8::is_ascii_whitespace) {
-        // Not one line: a producer bug worth seeing, not silence.
-        errors.push(DecodeError {
-            line: 1,
-            bytes: 0..input.len(),
-            reason: "empty message".to_owned(),
-        });
-        return errors;
+    if let Some(empty) = DecodeError::empty_message(input) {
+        return vec![empty];
     }
+    let mut errors = Vec::new();
     let mut parser = Parser {
         input,
         pos: 0,

@@ -40,12 +40,8 @@ fn documents<'m, T: Deserialize<'m>>(
     errors: &mut Vec<DecodeError>,
     mut each: impl FnMut(T, &Doc<'m>, &mut Vec<DecodeError>),
 ) {
-    if message.iter().all(u8::is_ascii_whitespace) {
-        let doc = Doc {
-            message,
-            bytes: 0..message.len(),
-        };
-        errors.push(doc.error("empty message"));
+    if let Some(empty) = DecodeError::empty_message(message) {
+        errors.push(empty);
         return;
     }
     let mut stream = serde_json::Deserializer::from_slice(message).into_iter::<T>();

@@ -71,6 +71,21 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+impl DecodeError {
+    /// The error for a message with nothing in it but whitespace: a producer bug
+    /// worth seeing, not silence.
+    pub fn empty_message(message: &[u8]) -> Option<DecodeError> {
+        message
+            .iter()
+            .all(u8::is_ascii_whitespace)
+            .then(|| DecodeError {
+                line: 1,
+                bytes: 0..message.len(),
+                reason: "empty message".to_owned(),
+            })
+    }
+}
+
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "line {}: {}", self.line, self.reason)
