@@ -314,6 +314,13 @@ pub struct PipelineConfig {
     /// exits anyway; what was not finished is consumed again. Default: 30s.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Points decoded and not yet written or dead-lettered, across all tenants and
+    /// outputs, at most; the budget that bounds memory. A stalled output keeps its
+    /// points in flight, so the other tenants carry on until it holds the whole
+    /// budget, then consumption waits for everyone (their points share
+    /// partitions). Default: 200000 (some tens of MB).
+    #[serde(default = "default_max_in_flight_points")]
+    pub max_in_flight_points: u32,
     /// Messages decoded and transformed together, at most. Default: 200.
     #[serde(default = "default_batch_messages")]
     pub batch_messages: usize,
@@ -328,6 +335,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> PipelineConfig {
         PipelineConfig {
+            max_in_flight_points: default_max_in_flight_points(),
             shutdown_timeout: default_shutdown_timeout(),
             batch_messages: default_batch_messages(),
             linger: default_linger(),
@@ -393,6 +401,9 @@ fn default_timeout() -> Duration {
 }
 fn default_max_retry_time() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_max_in_flight_points() -> u32 {
+    200_000
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
@@ -543,6 +554,9 @@ impl Config {
         }
         if self.pipeline.batch_messages == 0 {
             return Err(self.invalid("pipeline.batch_messages", "must be at least 1"));
+        }
+        if self.pipeline.max_in_flight_points == 0 {
+            return Err(self.invalid("pipeline.max_in_flight_points", "must be at least 1"));
         }
         if self.pipeline.workers == Some(0) {
             return Err(self.invalid("pipeline.workers", "must be at least 1"));

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub consumer_lag: Family<PartitionLabels, Gauge>,
     /// 1 for a tenant that is quarantined.
     pub quarantined: Family<TenantLabel, Gauge>,
+    /// Points handed to outputs and not yet written or dead-lettered.
+    pub points_in_flight: Gauge,
     /// Messages consumed and not yet written or dead-lettered.
     pub messages_in_flight: Gauge,
 }
@@ -137,6 +139,7 @@ impl Metrics {
             consumer_lag: Family::default(),
             quarantined: Family::default(),
             messages_in_flight: Gauge::default(),
+            points_in_flight: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -215,6 +218,11 @@ impl Metrics {
             "quarantined",
             "1 for a quarantined tenant",
             m.quarantined.clone(),
+        );
+        r.register(
+            "points_in_flight",
+            "Points handed to outputs and not yet written or dead-lettered",
+            m.points_in_flight.clone(),
         );
         r.register(
             "messages_in_flight",

@@ -12,7 +12,7 @@ use crate::encode::line_protocol;
 use crate::kafka::ack::Ack;
 use crate::metrics::{DropLabels, Metrics};
 use crate::runtime::{Chain, Rejected, Router, StageError};
-use crate::sink::{Chunk, OutputHandle};
+use crate::sink::{Budget, Chunk, OutputHandle};
 use boulder_batch::{Batch, Format};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -89,6 +89,7 @@ pub struct Pipeline {
     by_name: HashMap<String, usize>,
     dead_letters: mpsc::Sender<DeadLetter>,
     metrics: Arc<Metrics>,
+    budget: Budget,
 }
 
 impl Pipeline {
@@ -99,6 +100,7 @@ impl Pipeline {
         tenants: Vec<Tenant>,
         dead_letters: mpsc::Sender<DeadLetter>,
         metrics: Arc<Metrics>,
+        budget: Budget,
     ) -> Pipeline {
         let by_name = tenants
             .iter()
@@ -111,6 +113,7 @@ impl Pipeline {
             by_name,
             dead_letters,
             metrics,
+            budget,
         }
     }
 
@@ -373,6 +376,9 @@ impl Pipeline {
         origins.sort_unstable();
         origins.dedup();
         for output in &tenant.outputs {
+            // Waiting here for budget is the backpressure: this worker, and so
+            // consumption, pauses until outputs have written enough.
+            let in_flight = self.budget.blocking_take(points);
             let chunk = Chunk {
                 lines: lines.clone(),
                 points,
@@ -380,8 +386,9 @@ impl Pipeline {
                     .iter()
                     .map(|&o| messages[o as usize].ack.split())
                     .collect(),
+                in_flight,
             };
-            if let Err(chunk) = output.blocking_send(chunk) {
+            if let Err(chunk) = output.send(chunk) {
                 // Only during shutdown: the acks are dropped undone, so these
                 // messages are consumed again.
                 tracing::error!(output = %output.name, points = chunk.points, "output writer has stopped; its points will be consumed again");

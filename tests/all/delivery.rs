@@ -4,8 +4,8 @@
 
 use boulder_tests::root;
 use boulder_tests::services::{
-    base_config, consume_all, create_topic, headers, metric, now_ms, produce, require_services,
-    unique, vm_a, wait_for_distinct, wait_for_samples, Boulder,
+    base_config, consume_all, create_topic, distinct_samples, export, headers, metric, now_ms,
+    produce, require_services, unique, vm_a, wait_for_distinct, wait_for_samples, Boulder,
 };
 use boulder_tests::stub_sink::StubSink;
 use std::time::{Duration, Instant};
@@ -479,4 +479,123 @@ fn two_processes_in_one_group_one_stopping_mid_stream_deliver_every_point() {
     );
     assert!(b.log().contains("partitions assigned"), "{}", b.log());
     assert!(b.stop().success());
+}
+
+/// The policy: outputs share one budget of points in flight. A stalled output keeps
+/// its points in flight; the other tenants flow until it holds the whole budget,
+/// then consumption waits for everyone (their points share partitions) until it
+/// recovers, and nothing is lost or dead-lettered.
+#[test]
+fn a_stalled_output_holds_at_most_the_budget_and_the_others_flow_until_it_is_spent() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    require_services();
+    let name = unique("budget");
+    create_topic(&name, 1);
+    let recovered = Arc::new(AtomicBool::new(false));
+    let flag = recovered.clone();
+    let stalled = StubSink::start(Box::new(move |_, _| {
+        if flag.load(Ordering::Relaxed) {
+            (204, vec![], String::new())
+        } else {
+            (503, vec![], "stalled".into())
+        }
+    }));
+    let now = now_ms();
+    // Message m: 10 points for each tenant, distinct timestamps.
+    let message = |m: i64| {
+        let text: String = (0..10)
+            .flat_map(|i| {
+                let ns = (now + m * 10 + i) * 1_000_000;
+                [
+                    format!("flowing,test={name} v={i} {ns}\n"),
+                    format!("stalled,tenant=stalled,test={name} v={i} {ns}\n"),
+                ]
+            })
+            .collect();
+        (format!("k{m}"), text.into_bytes())
+    };
+    let boulder = Boulder::run(
+        &name,
+        &base(
+            &name,
+            &format!(
+                r#"
+                [pipeline]
+                max_in_flight_points = 50
+                batch_messages = 1
+                workers = 1
+                [router]
+                component = "route"
+                params = {{ default = "flowing", rules = [{{ tag = "tenant" }}] }}
+                [[tenants]]
+                name = "flowing"
+                outputs = [{{ url = "{vm}/api/v2/write", batch_age = "20ms" }}]
+                [[tenants]]
+                name = "stalled"
+                outputs = [{{ url = "{stub}/api/v2/write", batch_age = "20ms" }}]
+                "#,
+                vm = vm_a(),
+                stub = stalled.url
+            ),
+        ),
+    );
+    let selector = format!(r#"{{test="{name}"}}"#);
+    let in_flight = |b: &Boulder| metric(&b.status("/metrics").1, "boulder_points_in_flight");
+
+    // 4 messages: the stalled output holds 40 of 50; every flowing point lands.
+    produce_owned(&name, &(0..4).map(message).collect::<Vec<_>>());
+    wait_for_distinct(&vm_a(), &selector, 40, Duration::from_secs(60), || {
+        boulder.log()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while in_flight(&boulder) != Some(40.0) {
+        assert!(
+            Instant::now() < deadline,
+            "in flight: {:?}",
+            in_flight(&boulder)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // 4 more: the fifth fills the budget; from the sixth on everyone waits.
+    produce_owned(&name, &(4..8).map(message).collect::<Vec<_>>());
+    wait_for_distinct(&vm_a(), &selector, 50, Duration::from_secs(60), || {
+        boulder.log()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        distinct_samples(&export(&vm_a(), &selector)),
+        50,
+        "the others wait once the budget is spent"
+    );
+    assert_eq!(in_flight(&boulder), Some(50.0));
+    let (code, body) = boulder.status("/ready");
+    assert_eq!(code, 503, "{body}");
+
+    // The sink recovers: everything lands, nothing was dead-lettered.
+    recovered.store(true, Ordering::Relaxed);
+    wait_for_distinct(&vm_a(), &selector, 80, Duration::from_secs(90), || {
+        boulder.log()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while in_flight(&boulder) != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "in flight: {:?}\n{}",
+            in_flight(&boulder),
+            boulder.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut lines: Vec<String> = stalled
+        .received()
+        .iter()
+        .flat_map(|r| r.body.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), 80, "every stalled point reached its sink");
+    assert!(boulder.stop().success());
+    assert!(consume_all(&format!("{name}-dlq"), 1, Duration::from_secs(3)).is_empty());
 }

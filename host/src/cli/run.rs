@@ -9,7 +9,7 @@ use boulder::kafka::{self, ack::Tracker, Inputs};
 use boulder::metrics::Metrics;
 use boulder::pipeline::{Pipeline, Tenant};
 use boulder::runtime::{Chain, Router, Runtime, RuntimeSettings};
-use boulder::sink::{self, http::Endpoint};
+use boulder::sink::{self, http::Endpoint, Budget};
 use boulder::status::{self, Status};
 use rdkafka::consumer::Consumer;
 use std::sync::atomic::Ordering;
@@ -197,6 +197,10 @@ impl Running {
             tenants,
             dead_letters,
             metrics.clone(),
+            Budget::new(
+                config.pipeline.max_in_flight_points,
+                metrics.points_in_flight.clone(),
+            ),
         ));
         Ok(Running {
             pipeline,

@@ -23,6 +23,53 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// The process's budget of points in flight between the pipeline and the outputs.
+#[derive(Clone)]
+pub struct Budget {
+    points: Arc<tokio::sync::Semaphore>,
+    max: u32,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// Points of the budget held by a chunk until it is written or dead-lettered.
+pub struct InFlight {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    points: u32,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec_by(i64::from(self.points));
+    }
+}
+
+impl Budget {
+    /// A budget of `max` points, reported in `gauge`.
+    pub fn new(max: u32, gauge: prometheus_client::metrics::gauge::Gauge) -> Budget {
+        Budget {
+            points: Arc::new(tokio::sync::Semaphore::new(max as usize)),
+            max,
+            gauge,
+        }
+    }
+
+    /// Takes `points` from the budget, waiting (on a blocking thread) until that
+    /// many are free. A chunk larger than the whole budget takes all of it.
+    pub fn blocking_take(&self, points: usize) -> InFlight {
+        let points = u32::try_from(points).unwrap_or(u32::MAX).clamp(1, self.max);
+        let permit = tokio::runtime::Handle::current()
+            .block_on(self.points.clone().acquire_many_owned(points))
+            .expect("the budget is never closed");
+        self.gauge.inc_by(i64::from(points));
+        InFlight {
+            _permit: permit,
+            points,
+            gauge: self.gauge.clone(),
+        }
+    }
+}
+
 /// Line protocol for one output, and the acks of the messages its points came from.
 pub struct Chunk {
     /// Whole lines, each ending in `\n`.
@@ -31,24 +78,25 @@ pub struct Chunk {
     pub points: usize,
     /// One token per source message.
     pub acks: Vec<Ack>,
+    /// Its share of the in-flight budget, released when it is written or
+    /// dead-lettered.
+    pub in_flight: InFlight,
 }
-
-/// Chunks an output's writer accepts before the sender waits.
-const QUEUE_CHUNKS: usize = 64;
 
 /// The sending side of an output's writer.
 #[derive(Clone)]
 pub struct OutputHandle {
     /// The output's name.
     pub name: Arc<str>,
-    tx: mpsc::Sender<Chunk>,
+    // Unbounded: the in-flight budget bounds what chunks can hold.
+    tx: mpsc::UnboundedSender<Chunk>,
 }
 
 impl OutputHandle {
-    /// Queues a chunk, waiting while the writer is behind (backpressure). Returns
-    /// the chunk if the writer has stopped.
-    pub fn blocking_send(&self, chunk: Chunk) -> Result<(), Chunk> {
-        self.tx.blocking_send(chunk).map_err(|e| e.0)
+    /// Queues a chunk (its points already count against the budget). Returns the
+    /// chunk if the writer has stopped.
+    pub fn send(&self, chunk: Chunk) -> Result<(), Chunk> {
+        self.tx.send(chunk).map_err(|e| e.0)
     }
 }
 
@@ -63,7 +111,7 @@ pub fn spawn(
     dlq: Arc<Dlq>,
     metrics: Arc<Metrics>,
 ) -> (OutputHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+    let (tx, rx) = mpsc::unbounded_channel();
     let name: Arc<str> = name.into();
     let writer = Writer {
         labels: Metrics::output(tenant, &name),
@@ -99,11 +147,12 @@ struct Pending {
     lines: Vec<u8>,
     points: usize,
     acks: Vec<Ack>,
+    in_flight: Vec<InFlight>,
     since: Option<Instant>,
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Chunk>) {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Chunk>) {
         let mut pending = Pending::default();
         loop {
             let deadline = pending.since.map(|s| s + self.batch_age);
@@ -122,6 +171,7 @@ impl Writer {
             pending.lines.extend_from_slice(&chunk.lines);
             pending.points += chunk.points;
             pending.acks.extend(chunk.acks);
+            pending.in_flight.push(chunk.in_flight);
             if pending.points >= self.batch_points {
                 self.flush(&mut pending).await;
             }
@@ -129,10 +179,12 @@ impl Writer {
     }
 
     async fn flush(&self, pending: &mut Pending) {
+        // `_in_flight` returns the points to the budget when this flush ends.
         let Pending {
             lines,
             points,
             acks,
+            in_flight: _in_flight,
             ..
         } = std::mem::take(pending);
         if points == 0 {
