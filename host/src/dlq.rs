@@ -21,7 +21,6 @@
 use crate::config::{DlqConfig, KafkaConfig};
 use crate::kafka::ack::Ack;
 use crate::metrics::Metrics;
-use backon::BackoffBuilder;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
@@ -130,6 +129,27 @@ impl DeadLetter {
     }
 }
 
+/// The headers of a (dead-letter) record, as UTF-8 strings: what `boulder replay`
+/// and other readers of the queue need.
+pub fn headers_of(
+    record: &impl rdkafka::message::Message,
+) -> std::collections::BTreeMap<String, String> {
+    use rdkafka::message::Headers;
+    record
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The dead-letter producer.
 pub struct Dlq {
     producer: FutureProducer,
@@ -176,12 +196,7 @@ impl Dlq {
     /// its acks.
     pub async fn send(&self, letter: DeadLetter) {
         let headers = letter.headers();
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(10))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = crate::retry::backoff(Duration::from_secs(10));
         let mut attempt = 0u32;
         loop {
             let mut record = FutureRecord::to(&self.topic)

@@ -22,6 +22,7 @@ pub mod encode;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod retry;
 pub mod runtime;
 pub mod sink;
 pub mod status;

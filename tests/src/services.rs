@@ -124,19 +124,7 @@ pub fn produce(topic: &str, messages: &[(&str, Vec<u8>)]) {
 
 /// The headers of a record, as UTF-8 strings.
 pub fn headers(m: &rdkafka::message::OwnedMessage) -> BTreeMap<String, String> {
-    use rdkafka::message::{Headers, Message};
-    m.headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    boulder::dlq::headers_of(m)
 }
 
 /// Consumes every record of a topic from the start (for reading the dead-letter queue).

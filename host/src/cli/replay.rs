@@ -19,7 +19,7 @@ use boulder::metrics::Metrics;
 use boulder::pipeline::{Consumed, Entry, Pipeline};
 use boulder::runtime::{Chain, Router, Runtime, RuntimeSettings};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -221,19 +221,7 @@ fn read_and_replay(
             ends.remove(&partition);
         }
         let ack = tracker.register(topic_name.clone(), partition, offset);
-        let headers: HashMap<String, String> = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = boulder::dlq::headers_of(&message);
         let stage = headers
             .get("__connect.errors.stage")
             .cloned()

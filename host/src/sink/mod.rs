@@ -16,7 +16,6 @@ use crate::config::OutputConfig;
 use crate::dlq::{DeadLetter, Dlq, Stage};
 use crate::kafka::ack::Ack;
 use crate::metrics::{Metrics, OutputLabels};
-use backon::BackoffBuilder;
 use http::{Endpoint, HttpClient, Outcome};
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,12 +244,7 @@ impl Writer {
     async fn write_with_retries(&self, lines: &[u8]) -> Outcome {
         let body = self.endpoint.body(lines);
         let started = Instant::now();
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = crate::retry::backoff(Duration::from_secs(30));
         let mut attempt = 0u32;
         let outcome = loop {
             let sent = Instant::now();
