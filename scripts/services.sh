@@ -11,7 +11,7 @@
 # `start` is idempotent: a service already answering is left alone. Whoever starts
 # them stops them: `scripts/services.sh stop`.
 #
-# Usage: scripts/services.sh start|stop|status|env
+# Usage: scripts/services.sh start|stop|status|logs|env
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -94,13 +94,19 @@ status)
         if port_open "$2"; then echo "$1 up on 127.0.0.1:$2"; else echo "$1 down"; fi
     done
     ;;
+logs)
+    for s in kafka vm-a vm-b; do
+        echo "--- $state/$s.log (last 20 lines)"
+        tail -n 20 "$state/$s.log" 2>/dev/null || echo "(none)"
+    done
+    ;;
 env)
     echo "BOULDER_KAFKA=127.0.0.1:$kafka_port"
     echo "BOULDER_VM_A=http://127.0.0.1:$vm_a_port"
     echo "BOULDER_VM_B=http://127.0.0.1:$vm_b_port"
     ;;
 *)
-    echo "usage: $0 start|stop|status|env" >&2
+    echo "usage: $0 start|stop|status|logs|env" >&2
     exit 2
     ;;
 esac

@@ -9,7 +9,14 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 scripts/build-guests.sh
-# The end-to-end tests need a broker and VictoriaMetrics; stop what we started.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The integration tests run the `boulder` binary, which `cargo test` alone does not build.
+cargo build --workspace --bins --quiet
+
+# The end-to-end tests need a broker and VictoriaMetrics, started only now so that
+# they are fresh when the tests begin; stop what we started, and if a test fails,
+# show whether the services were still up and what they logged.
 started_services=false
 if ! scripts/services.sh status | grep -q "down"; then
     echo "test: services already running; leaving them running" >&2
@@ -17,9 +24,14 @@ else
     scripts/services.sh start
     started_services=true
 fi
-trap '$started_services && scripts/services.sh stop' EXIT
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
-# The integration tests run the `boulder` binary, which `cargo test` alone does not build.
-cargo build --workspace --bins --quiet
+on_exit() {
+    local rc=$?
+    if [ "$rc" -ne 0 ]; then
+        scripts/services.sh status >&2 || true
+        scripts/services.sh logs >&2 || true
+    fi
+    if $started_services; then scripts/services.sh stop; fi
+    exit "$rc"
+}
+trap on_exit EXIT
 cargo test --workspace

@@ -31,19 +31,33 @@ pub fn vm_b() -> String {
     std::env::var("BOULDER_VM_B").unwrap_or_else(|_| "http://127.0.0.1:18429".into())
 }
 
-/// Panics with what to do unless every service answers.
+/// Panics with what to do unless every service answers, quoting the end of the
+/// service's log (written by `scripts/services.sh`) so that a CI log says why.
 pub fn require_services() {
     for (name, addr) in [
         ("kafka", kafka()),
         ("vm-a", host_port(&vm_a())),
         ("vm-b", host_port(&vm_b())),
     ] {
-        assert!(
+        let up =
             TcpStream::connect_timeout(&addr.parse().expect("an address"), Duration::from_secs(2))
-                .is_ok(),
-            "{name} is not running at {addr}: start the services with `scripts/services.sh start` \
-             (scripts/test.sh does)"
-        );
+                .is_ok();
+        if !up {
+            let state = std::env::var_os("BOULDER_SERVICES_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("target/services"));
+            let log = state.join(format!("{name}.log"));
+            let tail = std::fs::read_to_string(&log)
+                .map(|text| {
+                    let lines: Vec<&str> = text.lines().collect();
+                    lines[lines.len().saturating_sub(20)..].join("\n")
+                })
+                .unwrap_or_else(|e| format!("(no log at {}: {e})", log.display()));
+            panic!(
+                "{name} is not running at {addr}: start the services with \
+                 `scripts/services.sh start` (scripts/test.sh does). The end of its log:\n{tail}"
+            );
+        }
     }
 }
 
