@@ -3,7 +3,8 @@
 # installs what is missing, builds the guests to components, then formatting,
 # clippy, and the workspace's tests (unit tests beside the code; integration tests
 # in tests/ against the real runtime, the real components, a real Kafka-protocol
-# broker and real VictoriaMetrics, which scripts/services.sh starts on loopback).
+# broker and real VictoriaMetrics, which scripts/services.sh starts on loopback),
+# then a smoke run of the end-to-end benchmark (scripts/bench.sh --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,11 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The integration tests run the `boulder` binary, which `cargo test` alone does not build.
 cargo build --workspace --bins --quiet
+# Compile the tests too before the services start, so that nothing heavy runs
+# beside the services while they wait.
+cargo test --workspace --no-run --quiet
+# The benchmark's smoke run at the end runs the release binary.
+cargo build --release --quiet -p boulder
 
 # The end-to-end tests need a broker and VictoriaMetrics, started only now so that
 # they are fresh when the tests begin; stop what we started, and if a test fails,
@@ -35,3 +41,6 @@ on_exit() {
 }
 trap on_exit EXIT
 cargo test --workspace
+# The end-to-end benchmark, small: Kafka -> wasm (and native) chain -> VictoriaMetrics,
+# on the services above (it leaves them running; on_exit stops what we started).
+scripts/bench.sh --smoke

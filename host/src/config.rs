@@ -101,6 +101,12 @@ pub struct RuntimeConfig {
     /// Most guest instances alive at once, across all tenants. Default: 1000.
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    /// Run the built-in transforms (`validate`, `normalize`, `flip-single-fields`,
+    /// `route`) as native code compiled into `boulder`, outside the sandbox and its
+    /// limits. For measuring what the sandbox costs (`scripts/bench.sh`), not for
+    /// production. Tenants' own components always run sandboxed. Default: false.
+    #[serde(default)]
+    pub native_builtins: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -111,6 +117,7 @@ impl Default for RuntimeConfig {
             cache: true,
             max_wasm_stack: default_max_wasm_stack(),
             max_instances: default_max_instances(),
+            native_builtins: false,
         }
     }
 }

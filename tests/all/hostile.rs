@@ -188,3 +188,45 @@ fn many_threads_share_a_stage_safely() {
         }
     });
 }
+
+/// Runs a chain of built-ins around the `malformed` guest in `mode` at `position`
+/// and returns the error.
+fn malformed_in_chain(mode: &str, position: usize) -> StageError {
+    let mut stages = vec![
+        r#"{ component = "normalize" }"#.to_owned(),
+        r#"{ component = "flip-single-fields" }"#.to_owned(),
+    ];
+    stages.insert(
+        position - 1,
+        format!(r#"{{ component = "malformed", params = {{ mode = "{mode}" }} }}"#),
+    );
+    let config = config(&format!(
+        "[[tenants]]\nname = \"evil\"\nchain = [{}]\n",
+        stages.join(", ")
+    ));
+    let runtime = runtime(&config);
+    let chain = Chain::load(&runtime, &config, &config.tenants[0]).unwrap();
+    chain
+        .run(&cpu_batch(10))
+        .expect_err("a malformed answer fails the batch")
+}
+
+#[test]
+fn a_malformed_answer_is_blamed_on_the_stage_that_gave_it() {
+    for position in 1..=3 {
+        for (mode, says) in [
+            // Mid-chain the next guest refuses it; at the end the host does.
+            ("garbage", "not a boulder:transform@0.1.0 batch"),
+            ("lose-point", "input point 9 was neither kept nor rejected"),
+            ("foreign-origin", "output point 0 has origin 1000000"),
+        ] {
+            let e = malformed_in_chain(mode, position);
+            assert_eq!(e.stage.component, "malformed", "{mode} at {position}: {e}");
+            assert_eq!(e.stage.position, position, "{mode}: {e}");
+            assert!(
+                matches!(&e.failure, Failure::MalformedOutput(m) if m.contains(says)),
+                "{mode} at {position}: {e}"
+            );
+        }
+    }
+}

@@ -188,8 +188,10 @@ impl FieldKind {
 /// the accessors assume valid spans and return empty strings otherwise.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub struct Batch {
-    /// Every string of the batch, UTF-8, back to back.
-    pub arena: Vec<u8>,
+    /// Every string of the batch, back to back. A `String` rather than bytes so that
+    /// UTF-8 is checked once per batch (when decoding) instead of once per read;
+    /// on the wire it is the same length-prefixed bytes.
+    pub arena: String,
     /// Sources referred to by [`PointRecord::source`].
     pub sources: Vec<SourceRecord>,
     /// The points.
@@ -209,7 +211,7 @@ impl Batch {
     /// An empty batch with room for `points` points of typical shape.
     pub fn with_capacity(points: usize) -> Batch {
         Batch {
-            arena: Vec::with_capacity(points * 64),
+            arena: String::with_capacity(points * 64),
             sources: Vec::new(),
             points: Vec::with_capacity(points),
             tags: Vec::with_capacity(points * 3),
@@ -227,13 +229,10 @@ impl Batch {
         self.points.is_empty()
     }
 
-    /// The string a span refers to; empty if the span is out of range or not UTF-8
-    /// (which [`Batch::validate`] rules out).
+    /// The string a span refers to; empty if the span is out of range or splits a
+    /// character (which [`Batch::validate`] rules out).
     pub fn str(&self, span: Span) -> &str {
-        self.arena
-            .get(span.range())
-            .and_then(|bytes| std::str::from_utf8(bytes).ok())
-            .unwrap_or("")
+        self.arena.get(span.range()).unwrap_or("")
     }
 
     /// Appends a string to the arena and returns its span.
@@ -243,7 +242,7 @@ impl Batch {
     pub fn push_str(&mut self, s: &str) -> Span {
         let start = u32::try_from(self.arena.len()).expect("batch arena exceeds 4 GiB");
         let len = u32::try_from(s.len()).expect("string exceeds 4 GiB");
-        self.arena.extend_from_slice(s.as_bytes());
+        self.arena.push_str(s);
         Span { start, len }
     }
 
@@ -382,6 +381,33 @@ impl Batch {
         }
     }
 
+    /// A batch of the points at `indices`, in that order, sharing this batch's
+    /// strings: the arena and sources are copied whole, the records one by one, so
+    /// no string is looked at.
+    ///
+    /// # Panics
+    /// If an index is out of range.
+    pub fn select(&self, indices: &[usize]) -> Batch {
+        let mut out = Batch {
+            arena: self.arena.clone(),
+            sources: self.sources.clone(),
+            points: Vec::with_capacity(indices.len()),
+            tags: Vec::new(),
+            fields: Vec::new(),
+        };
+        for &i in indices {
+            let mut p = self.points[i];
+            let tags = self.tags_of(&p);
+            let fields = self.fields_of(&p);
+            p.tags.start = out.tags.len() as u32;
+            p.fields.start = out.fields.len() as u32;
+            out.tags.extend_from_slice(tags);
+            out.fields.extend_from_slice(fields);
+            out.points.push(p);
+        }
+        out
+    }
+
     /// Copies point `index` of `from` (with its tags, fields and source) to the end
     /// of this batch, and returns the new point's index.
     pub fn copy_point_from(&mut self, from: &Batch, index: usize) -> usize {
@@ -459,6 +485,24 @@ mod tests {
         let c = batch.source("t", Format::OpentsdbJson);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn select_keeps_the_chosen_points_whole() {
+        let mut a = Batch::new();
+        let source = a.source("x", Format::InfluxLine);
+        for (m, tag) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            let m = a.push_str(m);
+            a.begin_point(m, 1, source);
+            let (k, v) = (a.push_str("t"), a.push_str(tag));
+            a.push_tag(k, v);
+            a.push_field_value("f", FieldValue::Float(1.0));
+        }
+        let b = a.select(&[2, 0]);
+        b.validate().unwrap();
+        let names: Vec<_> = b.iter().map(|p| (p.measurement(), p.tag("t"))).collect();
+        assert_eq!(names, vec![("c", Some("3")), ("a", Some("1"))]);
+        assert_eq!(b.point(1).fields().count(), 1);
     }
 
     #[test]

@@ -50,7 +50,8 @@ impl fmt::Display for BatchError {
 impl std::error::Error for BatchError {}
 
 impl Batch {
-    /// Checks every span, index and code, and that every string is UTF-8.
+    /// Checks every span, index and code, and that every string span holds whole
+    /// UTF-8 characters.
     ///
     /// After this succeeds the accessors of [`Batch`] and [`crate::PointRef`] return
     /// exactly what the records say. The host runs it on every guest's output and the
@@ -103,11 +104,15 @@ impl Batch {
         Ok(())
     }
 
+    // The arena is a `String`, so it is UTF-8 as a whole (decoding checked it once);
+    // a span is then UTF-8 exactly when both its ends fall on character boundaries.
     fn check_str(&self, span: Span, what: impl Fn() -> String) -> Result<(), BatchError> {
         check_range(span, self.arena.len(), &what)?;
-        match std::str::from_utf8(&self.arena[span.range()]) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(BatchError::InvalidUtf8 { what: what() }),
+        let (start, end) = (span.start as usize, span.end() as usize);
+        if self.arena.is_char_boundary(start) && self.arena.is_char_boundary(end) {
+            Ok(())
+        } else {
+            Err(BatchError::InvalidUtf8 { what: what() })
         }
     }
 }

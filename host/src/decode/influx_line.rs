@@ -33,6 +33,9 @@ pub fn decode(
     let mut errors = Vec::new();
     let mut parser = Parser {
         input,
+        // Checked once for the whole message; only a message with invalid UTF-8
+        // somewhere pays for a check per token, so that only its bad lines fail.
+        text: std::str::from_utf8(input).ok(),
         pos: 0,
         batch,
     };
@@ -95,6 +98,7 @@ pub fn decode(
 
 struct Parser<'a, 'b> {
     input: &'a [u8],
+    text: Option<&'a str>,
     pos: usize,
     batch: &'b mut Batch,
 }
@@ -108,6 +112,49 @@ impl<'a> Parser<'a, '_> {
 
     fn peek_at(&self, ahead: usize) -> Option<u8> {
         self.input.get(self.pos + ahead).copied()
+    }
+
+    /// A token of the input as text.
+    fn str(&self, raw: &'a [u8]) -> Parse<&'a str> {
+        match self.text {
+            Some(text) => {
+                let start = raw.as_ptr() as usize - self.input.as_ptr() as usize;
+                text.get(start..start + raw.len()).ok_or("not valid UTF-8")
+            }
+            None => std::str::from_utf8(raw).map_err(|_| "not valid UTF-8"),
+        }
+    }
+
+    /// Copies a token into the arena, turning `\x` into `x` for `x` in `specials`
+    /// or `\`.
+    fn push_unescaped(&mut self, raw: &'a [u8], specials: &[u8]) -> Parse<Span> {
+        let text = self.str(raw)?;
+        if !raw.contains(&b'\\') {
+            return Ok(self.batch.push_str(text));
+        }
+        let arena = &mut self.batch.arena;
+        let start = arena.len();
+        // Backslashes and specials are ASCII, so cutting around them keeps whole
+        // characters.
+        let (mut i, mut copied) = (0, 0);
+        while i < raw.len() {
+            if raw[i] == b'\\' {
+                if let Some(&next) = raw.get(i + 1) {
+                    if next == b'\\' || specials.contains(&next) {
+                        arena.push_str(&text[copied..i]);
+                        copied = i + 1;
+                        i += 2;
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+        arena.push_str(&text[copied..]);
+        Ok(Span {
+            start: start as u32,
+            len: (arena.len() - start) as u32,
+        })
     }
 
     fn skip_spaces(&mut self) {
@@ -154,7 +201,7 @@ impl<'a> Parser<'a, '_> {
         if raw.is_empty() {
             return Err("missing measurement");
         }
-        let measurement = push_unescaped(self.batch, raw, MEASUREMENT_SPECIALS)?;
+        let measurement = self.push_unescaped(raw, MEASUREMENT_SPECIALS)?;
         self.batch
             .begin_point(measurement, default_timestamp_ns, source);
 
@@ -162,8 +209,8 @@ impl<'a> Parser<'a, '_> {
             loop {
                 self.pos += 1;
                 let (key, value) = self.tag()?;
-                let key = push_unescaped(self.batch, key, KEY_SPECIALS)?;
-                let value = push_unescaped(self.batch, value, KEY_SPECIALS)?;
+                let key = self.push_unescaped(key, KEY_SPECIALS)?;
+                let value = self.push_unescaped(value, KEY_SPECIALS)?;
                 self.batch.push_tag(key, value);
                 if self.peek() != Some(b',') {
                     break;
@@ -177,7 +224,7 @@ impl<'a> Parser<'a, '_> {
 
         loop {
             let key_raw = self.field_key()?;
-            let key = push_unescaped(self.batch, key_raw, KEY_SPECIALS)?;
+            let key = self.push_unescaped(key_raw, KEY_SPECIALS)?;
             let (kind, bits) = self.field_value()?;
             self.batch.push_field(key, kind, bits);
             match self.peek() {
@@ -274,9 +321,10 @@ impl<'a> Parser<'a, '_> {
         let raw = &self.input[start..self.pos];
         self.pos += 1;
         let span = if escaped {
-            push_unescaped(self.batch, raw, b"\"")?
+            self.push_unescaped(raw, b"\"")?
         } else {
-            push_utf8(self.batch, raw)?
+            let text = self.str(raw)?;
+            self.batch.push_str(text)
         };
         Ok((FieldKind::String, string_bits(span)))
     }
@@ -308,40 +356,6 @@ fn parse_scalar(raw: &[u8]) -> Parse<(FieldKind, u64)> {
     }
     let v: f64 = text.parse().map_err(|_| "invalid float field")?;
     Ok((FieldKind::Float, v.to_bits()))
-}
-
-fn push_utf8(batch: &mut Batch, raw: &[u8]) -> Parse<Span> {
-    let s = std::str::from_utf8(raw).map_err(|_| "not valid UTF-8")?;
-    Ok(batch.push_str(s))
-}
-
-/// Copies `raw` into the arena, turning `\x` into `x` for `x` in `specials` or `\`.
-fn push_unescaped(batch: &mut Batch, raw: &[u8], specials: &[u8]) -> Parse<Span> {
-    if !raw.contains(&b'\\') {
-        return push_utf8(batch, raw);
-    }
-    std::str::from_utf8(raw).map_err(|_| "not valid UTF-8")?;
-    let start = batch.arena.len();
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        if b == b'\\' {
-            if let Some(&next) = raw.get(i + 1) {
-                if next == b'\\' || specials.contains(&next) {
-                    batch.arena.push(next);
-                    i += 2;
-                    continue;
-                }
-            }
-        }
-        batch.arena.push(b);
-        i += 1;
-    }
-    // Removing an ASCII backslash before an ASCII byte keeps the text UTF-8.
-    Ok(Span {
-        start: start as u32,
-        len: (batch.arena.len() - start) as u32,
-    })
 }
 
 #[cfg(test)]

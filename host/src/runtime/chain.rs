@@ -5,9 +5,12 @@
 //! origins back at the end: the caller uses them to find the Kafka message a point
 //! came from.
 
-use super::stage::{Stage, StageOutput};
-use super::{LoadError, Runtime, StageError, StageId};
-use crate::config::{params_json, Config, StageConfig, TenantConfig};
+use super::native::NativeStage;
+use super::stage::{
+    check_answer, rejection_out_of_range, RawOutput, Rejection, Stage, StageOutput,
+};
+use super::{Failure, LoadError, Runtime, StageError, StageId};
+use crate::config::{params_json, Config, Limits, StageConfig, TenantConfig};
 use crate::encode::line_protocol;
 use boulder_batch::{codec, Batch};
 use std::collections::{BTreeMap, HashSet};
@@ -39,6 +42,10 @@ impl Origins {
         Origins(caller)
     }
 
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
     fn caller(&self, origin: u32) -> u32 {
         self.0[origin as usize]
     }
@@ -49,19 +56,81 @@ impl Origins {
         }
     }
 
-    /// The stage's rejections as [`Rejected`] points, rendered from its input.
-    fn rejected(&self, stage: &Stage, input: &Batch, output: &StageOutput) -> Vec<Rejected> {
-        output
-            .rejections
+    /// A stage's rejections as [`Rejected`] points, rendered from its input. Fails
+    /// if a rejection names a point the input does not have.
+    fn rejected(
+        &self,
+        stage: &StageId,
+        input: &Batch,
+        rejections: &[Rejection],
+    ) -> Result<Vec<Rejected>, Failure> {
+        rejections
             .iter()
-            .map(|r| Rejected {
-                stage: stage.id().clone(),
-                dead_letter: r.dead_letter,
-                reason: r.reason.clone(),
-                origin: self.caller(input.points[r.point].origin),
-                line: line_protocol::point_to_line(input, r.point),
+            .map(|r| {
+                let point = input
+                    .points
+                    .get(r.point)
+                    .ok_or_else(|| rejection_out_of_range(r.point, input.len()))?;
+                Ok(Rejected {
+                    stage: stage.clone(),
+                    dead_letter: r.dead_letter,
+                    reason: r.reason.clone(),
+                    origin: self.caller(point.origin),
+                    line: line_protocol::point_to_line(input, r.point),
+                })
             })
             .collect()
+    }
+}
+
+/// One stage of a chain (or the router): a sandboxed component, or a built-in run
+/// natively (`runtime.native_builtins`).
+pub enum AnyStage {
+    /// A WebAssembly component in the sandbox.
+    Wasm(Stage),
+    /// A built-in compiled into the host.
+    Native(NativeStage),
+}
+
+impl AnyStage {
+    /// Which stage this is.
+    pub fn id(&self) -> &StageId {
+        match self {
+            AnyStage::Wasm(stage) => stage.id(),
+            AnyStage::Native(stage) => stage.id(),
+        }
+    }
+
+    /// Runs a batch and checks the answer against it.
+    fn process(&self, input: &Batch) -> Result<StageOutput, StageError> {
+        match self {
+            AnyStage::Wasm(stage) => stage.process(input, &codec::encode(input)),
+            AnyStage::Native(stage) => Ok(stage.process(input)),
+        }
+    }
+}
+
+/// A batch between two stages, in whichever form the last stage left it.
+enum Between {
+    Decoded(Batch),
+    Encoded(Vec<u8>),
+}
+
+impl Between {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Between::Decoded(batch) => codec::encode(batch),
+            Between::Encoded(bytes) => bytes.clone(),
+        }
+    }
+
+    fn decode(&self) -> Result<Batch, Failure> {
+        match self {
+            Between::Decoded(batch) => Ok(batch.clone()),
+            Between::Encoded(bytes) => {
+                codec::decode(bytes).map_err(|e| Failure::MalformedOutput(e.to_string()))
+            }
+        }
     }
 }
 
@@ -77,7 +146,7 @@ pub struct ChainOutput {
 /// A tenant's stages, in order.
 pub struct Chain {
     tenant: String,
-    stages: Vec<Stage>,
+    stages: Vec<AnyStage>,
 }
 
 impl Chain {
@@ -108,29 +177,167 @@ impl Chain {
     }
 
     /// The stages.
-    pub fn stages(&self) -> &[Stage] {
+    pub fn stages(&self) -> &[AnyStage] {
         &self.stages
     }
 
     /// Runs a batch through every stage. A stage's failure fails the whole batch:
     /// the caller dead-letters its input.
+    ///
+    /// The host opens a guest's answer only where it must: the next guest validates
+    /// its input itself, so an answer is passed on still encoded, decoded only to
+    /// render rejected points, and checked once at the end (every input point kept
+    /// or rejected, no foreign origin). Only when that check fails, or a guest
+    /// refuses its input, are the stages' answers checked one by one to name the
+    /// stage at fault.
     pub fn run(&self, input: &Batch) -> Result<ChainOutput, StageError> {
         let mut batch = input.clone();
         let origins = Origins::number(&mut batch);
-        let mut bytes = codec::encode(&batch);
+        if batch.is_empty() || self.stages.is_empty() {
+            origins.restore(&mut batch);
+            return Ok(ChainOutput {
+                batch,
+                rejected: Vec::new(),
+            });
+        }
         let mut rejected = Vec::new();
-        for stage in &self.stages {
-            if batch.is_empty() {
-                break;
+        let mut current = Between::Decoded(batch);
+        // What each stage was given and what it rejected, to find the culprit.
+        let mut trail: Vec<(Between, Vec<Rejection>)> = Vec::with_capacity(self.stages.len());
+        for (k, stage) in self.stages.iter().enumerate() {
+            let output = match stage {
+                AnyStage::Native(native) => {
+                    let input = match current {
+                        Between::Decoded(batch) => batch,
+                        encoded => match encoded.decode() {
+                            Ok(batch) => batch,
+                            Err(_) => return Err(self.culprit(&trail, encoded, None, k)),
+                        },
+                    };
+                    let output = native.process(&input);
+                    let lines = origins.rejected(stage.id(), &input, &output.rejections);
+                    rejected.extend(lines.map_err(|failure| StageError {
+                        stage: stage.id().clone(),
+                        failure,
+                    })?);
+                    trail.push((Between::Decoded(input), output.rejections));
+                    current = Between::Decoded(output.batch);
+                    continue;
+                }
+                AnyStage::Wasm(wasm) => {
+                    let bytes = match &current {
+                        Between::Decoded(batch) => codec::encode(batch),
+                        Between::Encoded(bytes) => bytes.clone(),
+                    };
+                    match wasm.call(&bytes) {
+                        Ok(output) => output,
+                        // It may be right: the previous stage may have answered garbage.
+                        Err(e) if matches!(e.failure, Failure::Guest(_)) => {
+                            return Err(self.culprit(&trail, current, Some(e), k));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            let RawOutput { bytes, rejections } = output;
+            if !rejections.is_empty() {
+                let input = match current.decode() {
+                    Ok(input) => input,
+                    Err(_) => return Err(self.culprit(&trail, current, None, k)),
+                };
+                let lines = origins.rejected(stage.id(), &input, &rejections);
+                rejected.extend(lines.map_err(|failure| StageError {
+                    stage: stage.id().clone(),
+                    failure,
+                })?);
             }
-            let output = stage.process(&batch, &bytes)?;
-            rejected.extend(origins.rejected(stage, &batch, &output));
-            batch = output.batch;
-            bytes = output.bytes;
+            trail.push((
+                std::mem::replace(&mut current, Between::Encoded(bytes)),
+                rejections,
+            ));
+        }
+        let Ok(mut batch) = current.decode() else {
+            let last = self.stages.len();
+            return Err(self.culprit(&trail, current, None, last));
+        };
+        if !accounts_for_every_point(&batch, &trail, origins.len()) {
+            let last = self.stages.len();
+            return Err(self.culprit(&trail, Between::Decoded(batch), None, last));
         }
         origins.restore(&mut batch);
         Ok(ChainOutput { batch, rejected })
     }
+
+    /// The first stage whose answer, checked against its input, is malformed; the
+    /// stages before `stage` ran, and `last` is what the last of them answered.
+    /// `fallback` is returned if every answer is sound.
+    fn culprit(
+        &self,
+        trail: &[(Between, Vec<Rejection>)],
+        last: Between,
+        fallback: Option<StageError>,
+        stage: usize,
+    ) -> StageError {
+        for k in 0..stage.min(trail.len()) {
+            let output = trail.get(k + 1).map_or(&last, |(input, _)| input);
+            let fail = |failure| StageError {
+                stage: self.stages[k].id().clone(),
+                failure,
+            };
+            let input = match trail[k].0.decode() {
+                Ok(input) => input,
+                Err(failure) => return fail(failure),
+            };
+            let raw = RawOutput {
+                bytes: output.bytes(),
+                rejections: trail[k].1.clone(),
+            };
+            if let Err(failure) = check_answer(&input, raw) {
+                return fail(failure);
+            }
+        }
+        fallback.unwrap_or_else(|| StageError {
+            stage: self.stages[stage.min(self.stages.len() - 1)].id().clone(),
+            failure: Failure::MalformedOutput(
+                "the chain's answer does not account for every input point".into(),
+            ),
+        })
+    }
+}
+
+/// Whether every input point of the chain (origins `0..inputs`) is in the output
+/// or was rejected by some stage, and every output point has one of those origins.
+fn accounts_for_every_point(
+    output: &Batch,
+    trail: &[(Between, Vec<Rejection>)],
+    inputs: usize,
+) -> bool {
+    let mut seen = vec![false; inputs];
+    for p in &output.points {
+        match seen.get_mut(p.origin as usize) {
+            Some(s) => *s = true,
+            None => return false,
+        }
+    }
+    if seen.iter().all(|&s| s) {
+        return true;
+    }
+    // Some point left the chain by a rejection; find where (rare: needs decoding).
+    for (input, rejections) in trail {
+        if rejections.is_empty() {
+            continue;
+        }
+        let Ok(input) = input.decode() else {
+            return false;
+        };
+        for r in rejections {
+            match input.points.get(r.point) {
+                Some(p) if (p.origin as usize) < inputs => seen[p.origin as usize] = true,
+                _ => return false,
+            }
+        }
+    }
+    seen.iter().all(|&s| s)
 }
 
 fn load_stage(
@@ -138,10 +345,16 @@ fn load_stage(
     config: &Config,
     stage: &StageConfig,
     id: StageId,
-    limits: crate::config::Limits,
-) -> Result<Stage, LoadError> {
+    limits: Limits,
+) -> Result<AnyStage, LoadError> {
+    let params = params_json(&stage.params);
+    if config.runtime.native_builtins {
+        if let Some(native) = NativeStage::load(id.clone(), &stage.component, &params) {
+            return native.map(AnyStage::Native);
+        }
+    }
     let component = runtime.load(&stage.component, &config.base_dir)?;
-    Stage::new(runtime, id, component, params_json(&stage.params), limits)
+    Stage::new(runtime, id, component, params, limits).map(AnyStage::Wasm)
 }
 
 /// What the router made of a batch.
@@ -157,7 +370,7 @@ pub struct RouteOutput {
 
 /// The router stage, and the tenants it may answer.
 pub struct Router {
-    stage: Stage,
+    stage: AnyStage,
     tenants: HashSet<String>,
 }
 
@@ -183,14 +396,18 @@ impl Router {
     pub fn route(&self, input: &Batch) -> Result<RouteOutput, StageError> {
         let mut batch = input.clone();
         let origins = Origins::number(&mut batch);
-        let bytes = codec::encode(&batch);
-        let output = self.stage.process(&batch, &bytes)?;
+        let output = self.stage.process(&batch)?;
+        let lines = origins.rejected(self.stage.id(), &batch, &output.rejections);
         let mut routed = RouteOutput {
-            rejected: origins.rejected(&self.stage, &batch, &output),
+            rejected: lines.map_err(|failure| StageError {
+                stage: self.stage.id().clone(),
+                failure,
+            })?,
             ..RouteOutput::default()
         };
         let mut out = output.batch;
         origins.restore(&mut out);
+        let mut by_tenant: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for i in 0..out.len() {
             let tenant = out.point(i).tenant();
             let problem = if tenant.is_empty() {
@@ -209,16 +426,21 @@ impl Router {
                     origin: out.points[i].origin,
                     line: line_protocol::point_to_line(&out, i),
                 }),
-                None => {
-                    let tenant = tenant.to_owned();
-                    routed
-                        .by_tenant
-                        .entry(tenant)
-                        .or_default()
-                        .copy_point_from(&out, i);
-                }
+                None => by_tenant.entry(tenant).or_default().push(i),
             }
         }
+        // The usual case, every point to one tenant, hands the batch over whole.
+        let whole = by_tenant.len() == 1 && by_tenant.values().all(|v| v.len() == out.len());
+        let by_tenant: Vec<(String, Batch)> = if whole {
+            let tenant = by_tenant.into_keys().next().unwrap_or_default().to_owned();
+            vec![(tenant, out)]
+        } else {
+            by_tenant
+                .iter()
+                .map(|(tenant, indices)| ((*tenant).to_owned(), out.select(indices)))
+                .collect()
+        };
+        routed.by_tenant.extend(by_tenant);
         Ok(routed)
     }
 }

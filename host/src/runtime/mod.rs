@@ -17,9 +17,10 @@ mod bindings;
 pub mod chain;
 pub mod component;
 mod error;
+pub mod native;
 pub mod stage;
 
-pub use chain::{Chain, ChainOutput, Rejected, RouteOutput, Router};
+pub use chain::{AnyStage, Chain, ChainOutput, Rejected, RouteOutput, Router};
 pub use component::LoadedComponent;
 pub use error::{Failure, LoadError, StageError, StageId};
 pub use stage::{Stage, StageOutput};

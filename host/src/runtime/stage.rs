@@ -2,8 +2,8 @@
 //!
 //! An instance is a wasmtime `Store` (with the limits and the log budget) plus the
 //! instantiated component, `init`ed with the stage's params. Instances are reused
-//! across batches; one that fails in any way is dropped, and the next batch gets a
-//! fresh one, so a guest that corrupted its own state cannot carry it over.
+//! across batches; one that traps or answers too much is dropped, and the next batch
+//! gets a fresh one, so a guest that corrupted its own state cannot carry it over.
 
 use super::bindings::boulder::transform::log;
 use super::bindings::exports::boulder::transform::stage::{self as wit, Verdict};
@@ -125,13 +125,21 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// What a stage made of a batch.
+/// A guest's answer before the host has looked inside: the kept points still
+/// encoded (only their size is checked), and the rejections as the guest gave them.
+#[derive(Debug)]
+pub struct RawOutput {
+    /// The kept points, encoded by the guest.
+    pub bytes: Vec<u8>,
+    /// The input points it did not keep.
+    pub rejections: Vec<Rejection>,
+}
+
+/// What a stage made of a batch, checked against its input.
 #[derive(Debug)]
 pub struct StageOutput {
     /// The kept points, validated.
     pub batch: Batch,
-    /// The same, encoded, ready for the next stage.
-    pub bytes: Vec<u8>,
     /// The input points it did not keep.
     pub rejections: Vec<Rejection>,
 }
@@ -235,10 +243,20 @@ impl Stage {
         })
     }
 
-    /// Runs one batch through the stage. `input` is the decoded form of
-    /// `input_bytes`; its points' origins must be distinct per input point of the
-    /// chain (the [`super::Chain`] numbers them).
+    /// Runs one batch through the stage and checks the answer against the input
+    /// (see [`check_output`]). `input` is the decoded form of `input_bytes`; its
+    /// points' origins must be distinct (the [`super::Chain`] numbers them).
     pub fn process(&self, input: &Batch, input_bytes: &[u8]) -> Result<StageOutput, StageError> {
+        let raw = self.call(input_bytes)?;
+        check_output(input, input_bytes.len(), raw, &self.limits).map_err(|failure| StageError {
+            stage: (*self.id).clone(),
+            failure,
+        })
+    }
+
+    /// Runs one encoded batch through the stage and returns the guest's answer
+    /// unopened, checking only its size: a chain opens only what it needs.
+    pub fn call(&self, input_bytes: &[u8]) -> Result<RawOutput, StageError> {
         let fail = |failure| StageError {
             stage: (*self.id).clone(),
             failure,
@@ -266,10 +284,28 @@ impl Stage {
             // A trap: the instance is dropped here.
             Err(e) => return Err(fail(classify(&e, store.data(), &self.limits))),
         };
-        // A malformed answer also retires the instance: its state is suspect.
-        let checked = check_output(input, input_bytes.len(), output, &self.limits).map_err(fail)?;
+        let limit = output_limit(input_bytes.len(), &self.limits);
+        if output.batch.len() > limit {
+            // Retired: a guest that answers this much is not to be trusted again.
+            return Err(fail(Failure::OutputTooLarge {
+                output: output.batch.len(),
+                input: input_bytes.len(),
+                ratio: self.limits.max_output_ratio,
+            }));
+        }
         self.checkin(instance);
-        Ok(checked)
+        Ok(RawOutput {
+            bytes: output.batch,
+            rejections: output
+                .rejections
+                .into_iter()
+                .map(|r| Rejection {
+                    point: r.point as usize,
+                    dead_letter: matches!(r.verdict, Verdict::DeadLetter),
+                    reason: r.reason,
+                })
+                .collect(),
+        })
     }
 
     fn checkin(&self, instance: Instance) {
@@ -295,24 +331,35 @@ fn classify(error: &wasmtime::Error, state: &StoreState, limits: &Limits) -> Fai
     }
 }
 
-/// Checks a guest's answer against its input: size, encoding, and that every input
-/// point is accounted for exactly once and no output point claims a foreign origin.
-fn check_output(
+/// The largest answer a stage may give to an input of `input_len` bytes.
+fn output_limit(input_len: usize, limits: &Limits) -> usize {
+    input_len
+        .saturating_mul(limits.max_output_ratio as usize)
+        .saturating_add(OUTPUT_SLACK_BYTES)
+}
+
+/// Checks a guest's answer against its input: size, then [`check_answer`].
+pub(crate) fn check_output(
     input: &Batch,
     input_len: usize,
-    output: wit::Output,
+    output: RawOutput,
     limits: &Limits,
 ) -> Result<StageOutput, Failure> {
-    let ratio = limits.max_output_ratio;
-    if output.batch.len() > input_len.saturating_mul(ratio as usize) + OUTPUT_SLACK_BYTES {
+    if output.bytes.len() > output_limit(input_len, limits) {
         return Err(Failure::OutputTooLarge {
-            output: output.batch.len(),
+            output: output.bytes.len(),
             input: input_len,
-            ratio,
+            ratio: limits.max_output_ratio,
         });
     }
+    check_answer(input, output)
+}
+
+/// Checks a guest's answer against its input: encoding, and that every input point
+/// is accounted for exactly once and no output point claims a foreign origin.
+pub(crate) fn check_answer(input: &Batch, output: RawOutput) -> Result<StageOutput, Failure> {
     let batch =
-        codec::decode(&output.batch).map_err(|e| Failure::MalformedOutput(e.to_string()))?;
+        codec::decode(&output.bytes).map_err(|e| Failure::MalformedOutput(e.to_string()))?;
 
     // Per origin: 0 = not in the input, 1 = in the input, 2 = accounted for.
     let origins = input
@@ -336,21 +383,11 @@ fn check_output(
             }
         }
     }
-    let mut rejections = Vec::with_capacity(output.rejections.len());
-    for r in output.rejections {
-        let Some(point) = input.points.get(r.point as usize) else {
-            return Err(Failure::MalformedOutput(format!(
-                "rejection of point {} in a batch of {}",
-                r.point,
-                input.len()
-            )));
+    for r in &output.rejections {
+        let Some(point) = input.points.get(r.point) else {
+            return Err(rejection_out_of_range(r.point, input.len()));
         };
         state[point.origin as usize] = 2;
-        rejections.push(Rejection {
-            point: r.point as usize,
-            dead_letter: matches!(r.verdict, Verdict::DeadLetter),
-            reason: r.reason,
-        });
     }
     if let Some(i) = input
         .points
@@ -363,7 +400,11 @@ fn check_output(
     }
     Ok(StageOutput {
         batch,
-        bytes: output.batch,
-        rejections,
+        rejections: output.rejections,
     })
+}
+
+/// A rejection that names a point the input does not have.
+pub(crate) fn rejection_out_of_range(point: usize, len: usize) -> Failure {
+    Failure::MalformedOutput(format!("rejection of point {point} in a batch of {len}"))
 }
