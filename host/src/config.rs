@@ -368,8 +368,9 @@ pub struct Limits {
     pub max_output_ratio: u32,
     /// After this many batches in a row fail in a guest (trap, deadline,
     /// out-of-memory, malformed output), the tenant is quarantined: its points go
-    /// straight to the dead-letter queue until Boulder is restarted with a fixed
-    /// component. 0 never quarantines. Default: 5.
+    /// straight to the dead-letter queue until a component file of its chain is
+    /// replaced (see [`crate::reload`]) or Boulder restarts. 0 never quarantines.
+    /// Default: 5.
     #[serde(default = "default_quarantine_after")]
     pub quarantine_after: u32,
 }

@@ -9,6 +9,7 @@
 //! - [`sink`]: batching writers to InfluxDB-v2-compatible endpoints;
 //! - [`dlq`]: the dead-letter queue for everything not written;
 //! - [`pipeline`]: one group of messages through all of the above;
+//! - [`reload`]: a quarantined tenant's components replaced while running;
 //!
 //! and around them [`config`], the one file that describes a deployment, and
 //! [`metrics`] with the [`status`] endpoint that exposes them.
@@ -22,6 +23,7 @@ pub mod encode;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod retry;
 pub mod runtime;
 pub mod sink;

@@ -16,7 +16,7 @@ use crate::sink::{Budget, Chunk, OutputHandle};
 use boulder_batch::{Batch, Format};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -55,8 +55,10 @@ pub enum Entry<'a> {
 
 /// A tenant's chain and the writers of its outputs.
 pub struct Tenant {
-    /// The chain.
-    pub chain: Chain,
+    name: String,
+    // Behind a lock so that a quarantined tenant's chain can be replaced while
+    // batches run (see `reload`); a batch holds the chain it started with.
+    chain: RwLock<Arc<Chain>>,
     /// The outputs' writers.
     pub outputs: Vec<OutputHandle>,
     /// `limits.quarantine_after`.
@@ -69,14 +71,26 @@ impl Tenant {
     /// A tenant that has not failed yet.
     pub fn new(chain: Chain, outputs: Vec<OutputHandle>, quarantine_after: u32) -> Tenant {
         Tenant {
-            chain,
+            name: chain.tenant().to_owned(),
+            chain: RwLock::new(Arc::new(chain)),
             outputs,
             quarantine_after,
             failures_in_a_row: AtomicU32::new(0),
         }
     }
 
-    fn quarantined(&self) -> bool {
+    /// The tenant's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The chain batches run through now.
+    pub fn chain(&self) -> Arc<Chain> {
+        self.chain.read().expect("poisoned").clone()
+    }
+
+    /// Whether the tenant's batches skip the chain and go to the dead-letter queue.
+    pub fn quarantined(&self) -> bool {
         self.quarantine_after > 0
             && self.failures_in_a_row.load(Ordering::Relaxed) >= self.quarantine_after
     }
@@ -105,7 +119,7 @@ impl Pipeline {
         let by_name = tenants
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.chain.tenant().to_owned(), i))
+            .map(|(i, t)| (t.name().to_owned(), i))
             .collect();
         Pipeline {
             router,
@@ -115,6 +129,25 @@ impl Pipeline {
             metrics,
             budget,
         }
+    }
+
+    /// The tenants, in config order.
+    pub fn tenants(&self) -> &[Tenant] {
+        &self.tenants
+    }
+
+    /// Puts a new chain in place of a quarantined tenant's and lifts the quarantine.
+    pub fn replace_chain(&self, tenant: &Tenant, chain: Chain) {
+        *tenant.chain.write().expect("poisoned") = Arc::new(chain);
+        tenant.failures_in_a_row.store(0, Ordering::Relaxed);
+        self.metrics
+            .quarantined
+            .get_or_create(&Metrics::tenant(tenant.name()))
+            .set(0);
+        tracing::info!(
+            tenant = tenant.name(),
+            "tenant's component replaced: quarantine lifted"
+        );
     }
 
     /// Processes a group of messages. Blocks while writers or the dead-letter queue
@@ -161,7 +194,7 @@ impl Pipeline {
         };
         for (index, batch) in routed {
             let tenant = &self.tenants[index];
-            let name = Metrics::tenant(tenant.chain.tenant());
+            let name = Metrics::tenant(tenant.name());
             self.metrics
                 .points_in
                 .get_or_create(&name)
@@ -175,7 +208,7 @@ impl Pipeline {
                 continue;
             }
             let chain_started = Instant::now();
-            let result = tenant.chain.run(&batch);
+            let result = tenant.chain().run(&batch);
             self.metrics
                 .guest_seconds
                 .get_or_create(&name)
@@ -187,7 +220,7 @@ impl Pipeline {
                         &messages,
                         &out.rejected,
                         Stage::Transform,
-                        Some(tenant.chain.tenant()),
+                        Some(tenant.name()),
                     );
                     self.hand_off(&messages, tenant, &out.batch);
                 }
@@ -195,7 +228,7 @@ impl Pipeline {
                     let failures = tenant.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
                     if tenant.quarantine_after > 0 && failures == tenant.quarantine_after {
                         self.metrics.quarantined.get_or_create(&name).set(1);
-                        tracing::error!(tenant = tenant.chain.tenant(), failures, error = %e, "tenant quarantined: its points go to the dead-letter queue until its component is replaced and Boulder restarted");
+                        tracing::error!(tenant = tenant.name(), failures, error = %e, "tenant quarantined: its points go to the dead-letter queue until its component is replaced");
                     }
                     self.failed(&messages, &batch, Stage::Transform, &e);
                 }
@@ -306,10 +339,10 @@ impl Pipeline {
     fn quarantined(&self, messages: &[Consumed], tenant: &Tenant, batch: &Batch) {
         let reason = format!(
             "tenant '{}' is quarantined after {} failed batches in a row",
-            tenant.chain.tenant(),
+            tenant.name(),
             tenant.quarantine_after
         );
-        let origin = (Some(tenant.chain.tenant()), "");
+        let origin = (Some(tenant.name()), "");
         self.dead_letter_batch(
             messages,
             batch,
@@ -354,7 +387,7 @@ impl Pipeline {
     fn hand_off(&self, messages: &[Consumed], tenant: &Tenant, batch: &Batch) {
         let mut lines = Vec::with_capacity(batch.arena.len() + batch.len() * 32);
         let unwritable = line_protocol::write_batch(batch, &mut lines);
-        self.count_dead(Stage::Write, Some(tenant.chain.tenant()), unwritable.len());
+        self.count_dead(Stage::Write, Some(tenant.name()), unwritable.len());
         for (i, why) in &unwritable {
             let m = &messages[batch.points[*i].origin as usize];
             let line = line_protocol::point_to_line(batch, *i);
@@ -364,7 +397,7 @@ impl Pipeline {
                 why.reason(),
                 line.into_bytes(),
             );
-            letter.tenant = Some(tenant.chain.tenant().to_owned());
+            letter.tenant = Some(tenant.name().to_owned());
             letter.acks = vec![m.ack.split()];
             self.send(letter);
         }

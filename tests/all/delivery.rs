@@ -1,5 +1,6 @@
 //! Delivery guarantees against the real broker: quarantine of a tenant whose guest
-//! keeps failing while another tenant flows on; a stop that cannot flush exits by
+//! keeps failing while another tenant flows on, lifted when its component is
+//! replaced; a stop that cannot flush exits by
 //! its deadline and loses nothing (the next process writes what it could not).
 
 use boulder_tests::root;
@@ -119,6 +120,94 @@ fn a_tenant_whose_guest_keeps_failing_is_quarantined_while_the_other_flows_on() 
         boulder.log()
     );
     assert!(boulder.stop().success());
+}
+
+/// Waits until `boulder_quarantined{tenant="evil"}` reads `value`.
+fn wait_quarantined(boulder: &Boulder, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = boulder.status("/metrics");
+        if metric(&metrics, r#"boulder_quarantined{tenant="evil"}"#) == Some(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{metrics}\n{}", boulder.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_quarantined_tenant_flows_again_once_its_component_is_replaced() {
+    require_services();
+    let name = unique("requalify");
+    create_topic(&name, 1);
+    let dir = root().join("target/test-tmp").join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let evil = dir.join("evil.wasm");
+    std::fs::copy(boulder_tests::components().join("panic.wasm"), &evil).unwrap();
+    let now = now_ms();
+    let message = |i: i64| {
+        let ns = (now + i) * 1_000_000;
+        let text = format!("evil,tenant=evil,test={name} v={i} {ns}\n");
+        (format!("k{i}"), text.into_bytes())
+    };
+    let boulder = Boulder::run(
+        &name,
+        &base(
+            &name,
+            &format!(
+                r#"
+                [pipeline]
+                batch_messages = 1
+                workers = 1
+                [router]
+                component = "route"
+                params = {{ default = "evil", rules = [{{ tag = "tenant" }}] }}
+                [[tenants]]
+                name = "evil"
+                chain = [{{ component = {evil:?} }}]
+                limits = {{ quarantine_after = 2 }}
+                outputs = [{{ url = "{vm}/api/v2/write", batch_age = "50ms" }}]
+                "#,
+                evil = evil.display().to_string(),
+                vm = vm_a()
+            ),
+        ),
+    );
+    // Two panics quarantine the tenant; the third point is dead-lettered unrun.
+    produce_owned(&name, &(0..3).map(message).collect::<Vec<_>>());
+    let dead = consume_all(&format!("{name}-dlq"), 3, Duration::from_secs(30));
+    assert_eq!(dead.len(), 3, "{}", boulder.log());
+    assert_eq!(
+        headers(&dead[2])["__connect.errors.exception.class.name"],
+        "boulder.quarantined"
+    );
+    wait_quarantined(&boulder, 1.0);
+
+    // A fixed component is renamed over the old one: the quarantine lifts and
+    // the tenant's next points land.
+    let staged = dir.join("evil.wasm.new");
+    std::fs::copy(boulder_tests::components().join("normalize.wasm"), &staged).unwrap();
+    std::fs::rename(&staged, &evil).unwrap();
+    wait_quarantined(&boulder, 0.0);
+    assert!(
+        boulder.log().contains("quarantine lifted"),
+        "{}",
+        boulder.log()
+    );
+    produce_owned(&name, &(3..6).map(message).collect::<Vec<_>>());
+    wait_for_distinct(
+        &vm_a(),
+        &format!(r#"{{test="{name}"}}"#),
+        3,
+        Duration::from_secs(60),
+        || boulder.log(),
+    );
+    assert!(boulder.stop().success());
+    assert_eq!(
+        consume_all(&format!("{name}-dlq"), 4, Duration::from_secs(3)).len(),
+        3,
+        "nothing more was dead-lettered"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub fn run(args: ConfigArg) -> Result<()> {
         .pipeline
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let runtime = Runtime::new(RuntimeSettings::from_config(&config))?;
+    let runtime = Arc::new(Runtime::new(RuntimeSettings::from_config(&config))?);
     let router = Router::load(&runtime, &config)?;
     let mut chains = Vec::new();
     for tenant in &config.tenants {
@@ -37,11 +37,12 @@ pub fn run(args: ConfigArg) -> Result<()> {
         .enable_all()
         .thread_name("boulder-io")
         .build()?
-        .block_on(serve(config, router, chains, workers))
+        .block_on(serve(Arc::new(config), runtime, router, chains, workers))
 }
 
 async fn serve(
-    config: Config,
+    config: Arc<Config>,
+    runtime: Arc<Runtime>,
     router: Option<Router>,
     chains: Vec<Chain>,
     workers: usize,
@@ -62,6 +63,7 @@ async fn serve(
     let kafka_config = config.kafka.as_ref().expect("checked");
     let running = Running::start(&config, router, chains, metrics.clone()).await?;
     let pipeline = running.pipeline.clone();
+    boulder::reload::spawn_watcher(Arc::downgrade(&pipeline), runtime, config.clone());
 
     let inputs = Arc::new(Inputs::new(&config.inputs).map_err(anyhow::Error::msg)?);
     let consumer = Arc::new(

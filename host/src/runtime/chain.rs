@@ -176,6 +176,17 @@ impl Chain {
         &self.tenant
     }
 
+    /// The files of its sandboxed components.
+    pub fn component_files(&self) -> Vec<std::path::PathBuf> {
+        self.stages
+            .iter()
+            .filter_map(|s| match s {
+                AnyStage::Wasm(stage) => Some(stage.component().path.clone()),
+                AnyStage::Native(_) => None,
+            })
+            .collect()
+    }
+
     /// The stages.
     pub fn stages(&self) -> &[AnyStage] {
         &self.stages
