@@ -6,7 +6,8 @@
 # - the real services tests and the demo run against: VictoriaMetrics (Debian's
 #   package) and Tansu, a Kafka-protocol broker (crates.io, with its in-memory
 #   storage engine; about 13 minutes to build on 2 cores, once);
-# - libssl-dev and pkg-config, for librdkafka's TLS support.
+# - libssl-dev and pkg-config, for librdkafka's TLS support;
+# - python3 and curl, which the demo and the benchmark use.
 # The host itself builds with the machine's rustup toolchain (stable >= 1.95).
 set -euo pipefail
 
@@ -14,7 +15,7 @@ sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
 
 missing=()
-for pkg in rustc-web cargo-web rust-web-src lld-22 victoria-metrics libssl-dev pkg-config; do
+for pkg in rustc-web cargo-web rust-web-src lld-22 victoria-metrics libssl-dev pkg-config python3 curl; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

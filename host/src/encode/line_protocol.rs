@@ -45,6 +45,22 @@ impl fmt::Display for Unwritable {
 const MEASUREMENT_SPECIALS: &[u8] = b", ";
 const KEY_SPECIALS: &[u8] = b",= ";
 
+/// Per byte, whether a string holding it takes the slow, escaping path: a table
+/// look-up per byte instead of a search of the specials.
+const fn needs_care(specials: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    table[b'\\' as usize] = true;
+    table[b'\n' as usize] = true;
+    let mut i = 0;
+    while i < specials.len() {
+        table[specials[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+const MEASUREMENT_CARE: [bool; 256] = needs_care(MEASUREMENT_SPECIALS);
+const KEY_CARE: [bool; 256] = needs_care(KEY_SPECIALS);
+
 /// Appends point `index` of `batch` as one line (with its newline) to `out`. On
 /// error `out` is left as it was.
 pub fn write_point(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(), Unwritable> {
@@ -62,15 +78,15 @@ fn write_point_inner(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(
     if measurement.is_empty() {
         return Err(Unwritable::EmptyMeasurement);
     }
-    write_escaped(out, measurement, MEASUREMENT_SPECIALS)?;
+    write_escaped(out, measurement, MEASUREMENT_SPECIALS, &MEASUREMENT_CARE)?;
     for (key, value) in point.tags() {
         if key.is_empty() || value.is_empty() {
             continue;
         }
         out.push(b',');
-        write_escaped(out, key, KEY_SPECIALS)?;
+        write_escaped(out, key, KEY_SPECIALS, &KEY_CARE)?;
         out.push(b'=');
-        write_escaped(out, value, KEY_SPECIALS)?;
+        write_escaped(out, value, KEY_SPECIALS, &KEY_CARE)?;
     }
     let mut separator = b' ';
     for (key, value) in point.fields() {
@@ -79,7 +95,7 @@ fn write_point_inner(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(
         }
         out.push(separator);
         separator = b',';
-        write_escaped(out, key, KEY_SPECIALS)?;
+        write_escaped(out, key, KEY_SPECIALS, &KEY_CARE)?;
         out.push(b'=');
         write_value(out, value);
     }
@@ -119,12 +135,14 @@ fn write_value(out: &mut Vec<u8>, value: FieldValue<'_>) {
     }
 }
 
-fn write_escaped(out: &mut Vec<u8>, s: &str, specials: &[u8]) -> Result<(), Unwritable> {
+fn write_escaped(
+    out: &mut Vec<u8>,
+    s: &str,
+    specials: &[u8],
+    care: &[bool; 256],
+) -> Result<(), Unwritable> {
     let bytes = s.as_bytes();
-    if !bytes
-        .iter()
-        .any(|b| specials.contains(b) || *b == b'\\' || *b == b'\n')
-    {
+    if !bytes.iter().any(|&b| care[b as usize]) {
         out.extend_from_slice(bytes);
         return Ok(());
     }
