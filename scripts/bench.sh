@@ -36,6 +36,7 @@
 #   --partitions P  partitions of the topic (default 4; BENCH_PARTITIONS)
 #   --smoke         N = 20,000: a quick end-to-end check (what scripts/test.sh runs)
 # Environment: BENCH_KAFKA_OPTIONS (the consumer's librdkafka options, see below),
+# BENCH_PIPELINE (lines for the config's [pipeline] table),
 # BOULDER_KAFKA_PORT, BOULDER_VM_A_PORT, BOULDER_SERVICES_DIR (as scripts/services.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +71,9 @@ done
 # the runs measure the broker (~150k points/s here, whatever the chain); 50 ms
 # takes it out of the way. BENCH_KAFKA_OPTIONS="" runs with librdkafka's defaults.
 kafka_options=${BENCH_KAFKA_OPTIONS-'"fetch.wait.max.ms" = "50"'}
+# BENCH_PIPELINE: lines for the [pipeline] table, to try other batch sizes, e.g.
+# BENCH_PIPELINE='batch_messages = 20'. Default: Boulder's defaults.
+pipeline_options=${BENCH_PIPELINE-}
 for tool in python3 curl; do
     command -v "$tool" >/dev/null || { echo "bench: needs $tool (apt-get install $tool)" >&2; exit 1; }
 done
@@ -195,6 +199,9 @@ topic = "bench-$2-dlq"
 
 [http]
 listen = "127.0.0.1:0"         # the port is read from the log
+
+[pipeline]
+$pipeline_options
 
 [router]
 component = "route"

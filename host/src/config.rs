@@ -243,7 +243,8 @@ pub struct OutputConfig {
     /// The `org` query parameter. Default: empty.
     #[serde(default)]
     pub org: String,
-    /// The `bucket` query parameter (VictoriaMetrics turns it into a `db` label).
+    /// The `bucket` query parameter. InfluxDB writes to this bucket; VictoriaMetrics
+    /// 1.79 (Debian's) ignores it.
     #[serde(default)]
     pub bucket: String,
     /// Environment variable holding the API token, sent as `Authorization: Token ...`.

@@ -4,10 +4,14 @@
 
 use anyhow::{bail, Context, Result};
 use boulder::config::{Config, KafkaConfig};
+use futures::StreamExt;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Messages sent before waiting for the first to be acknowledged.
+const IN_FLIGHT: usize = 1000;
 
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
@@ -78,15 +82,18 @@ pub fn run(args: ProduceArgs) -> Result<()> {
                 .set("acks", "all")
                 .create()
                 .context("creating the producer")?;
-            for (i, message) in messages.iter().enumerate() {
-                let key = i.to_string();
-                producer
-                    .send(
-                        FutureRecord::to(&args.topic).key(&key).payload(message),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| anyhow::anyhow!("producing to {}: {e}", args.topic))?;
+            // Many sends in flight, started in order: waiting for each before the
+            // next cost a round trip plus librdkafka's linger per message.
+            let keys: Vec<String> = (0..messages.len()).map(|i| i.to_string()).collect();
+            let sends = messages.iter().zip(&keys).map(|(message, key)| {
+                producer.send(
+                    FutureRecord::to(&args.topic).key(key).payload(message),
+                    Duration::from_secs(30),
+                )
+            });
+            let mut delivered = futures::stream::iter(sends).buffered(IN_FLIGHT);
+            while let Some(result) = delivered.next().await {
+                result.map_err(|(e, _)| anyhow::anyhow!("producing to {}: {e}", args.topic))?;
             }
             anyhow::Ok(())
         })?;

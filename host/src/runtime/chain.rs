@@ -236,11 +236,15 @@ impl Chain {
                     continue;
                 }
                 AnyStage::Wasm(wasm) => {
+                    let encoded;
                     let bytes = match &current {
-                        Between::Decoded(batch) => codec::encode(batch),
-                        Between::Encoded(bytes) => bytes.clone(),
+                        Between::Decoded(batch) => {
+                            encoded = codec::encode(batch);
+                            &encoded
+                        }
+                        Between::Encoded(bytes) => bytes,
                     };
-                    match wasm.call(&bytes) {
+                    match wasm.call(bytes) {
                         Ok(output) => output,
                         // It may be right: the previous stage may have answered garbage.
                         Err(e) if matches!(e.failure, Failure::Guest(_)) => {
