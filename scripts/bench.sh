@@ -18,7 +18,11 @@
 #          the earliest offset), waits until VictoriaMetrics holds every sample of
 #          the run, sampling the process's CPU time and peak RSS, and stops it with
 #          SIGTERM;
-#   4. prints a table (medians over the K runs) and appends it to
+#   4. once more with the WebAssembly chain and an output that refuses every
+#      connection (a stalled sink), until the in-flight budget is full: the peak RSS
+#      then, against the budget (points in flight are held as line protocol, so
+#      the budget in bytes is the points times their average line length);
+#   5. prints a table (medians over the K runs) and appends it to
 #      target/bench/results.md.
 #
 # Tansu keeps topics in memory: each run adds about 3 times the size of points.lp
@@ -350,6 +354,52 @@ run_once() {
         "$((first_us - t0))" "$((all_us - first_us))" "$guest_s" "$vm_ticks" "$kafka_ticks" >>"$dir/results.tsv"
 }
 
+# run_stalled: the wasm chain with an output that refuses connections (nothing
+# listens on port 9), so that every point consumed stays in flight; waits until
+# nothing more is taken in for 3 s (the budget is full), then records the budget,
+# the points in flight, the RSS before the first point and the peak RSS
+# (stalled.tsv: budget in_flight start_kb hwm_kb).
+run_stalled() {
+    local run_id="$id-stalled" cfg="$dir/stalled.toml" budget=200000
+    # The smoke run has fewer points than the default budget: fill a smaller one.
+    $smoke && budget=5000
+    run_log="$dir/stalled.log"
+    write_config wasm "$run_id" "$cfg"
+    sed -i -e 's|url = "[^"]*/api/v2/write"|url = "http://127.0.0.1:9/api/v2/write"|' \
+        -e "s|^\[pipeline\]|[pipeline]\nmax_in_flight_points = $budget|" "$cfg"
+    preload "$run_id"
+    log "stalled run: boulder run --config $cfg (log $run_log)"
+    BOULDER_LOG=info "$boulder" run --config "$cfg" >/dev/null 2>"$run_log" &
+    boulder_pid=$!
+    local addr="" text="" in_flight=0 start_kb="" last=-1 still=0 deadline
+    deadline=$(($(now_us) + timeout_s * 1000000))
+    while [ "$still" -lt 15 ]; do
+        sleep 0.2
+        alive "$boulder_pid" || fail_run "boulder exited during the stalled run"
+        [ "$(now_us)" -lt "$deadline" ] || fail_run "the in-flight budget did not fill within $timeout_s s"
+        [ -n "$addr" ] || addr=$(sed -n 's/.*status endpoint listening.*addr=\([0-9.:]*\).*/\1/p' "$run_log" | head -n 1)
+        [ -n "$addr" ] || continue
+        text=$(curl -sf --max-time 2 "http://$addr/metrics") || continue
+        # RSS once it runs but before it has consumed anything.
+        [ -n "$start_kb" ] || start_kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$boulder_pid/status")
+        in_flight=$(metric_sum "$text" boulder_points_in_flight | cut -d. -f1)
+        # Full: the budget admits whole batches, so it stops just under or at it.
+        if [ "$in_flight" -gt 0 ] && [ "$in_flight" -eq "$last" ]; then
+            still=$((still + 1))
+        else
+            still=0
+        fi
+        last=$in_flight
+    done
+    local hwm
+    hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$boulder_pid/status")
+    kill -KILL "$boulder_pid" 2>/dev/null || true
+    wait "$boulder_pid" 2>/dev/null || true
+    boulder_pid=""
+    printf '%s\t%s\t%s\t%s\n' "$budget" "$in_flight" "$start_kb" "$hwm" >"$dir/stalled.tsv"
+    log "stalled run: $in_flight points in flight (budget $budget), RSS $((start_kb / 1024)) MiB at start, peak $((hwm / 1024)) MiB"
+}
+
 # check VARIANT: validates the variant's config and compiles its components into
 # the cache (so that no run pays for compiling). Returns 3 when this build does
 # not know native_builtins.
@@ -377,6 +427,7 @@ for variant in wasm native; do
     variants+=("$variant")
     for ((k = 1; k <= runs; k++)); do run_once "$variant" "$k"; done
 done
+run_stalled
 
 # ---- 4. the table ----
 # median VARIANT COLUMN: the median of a column of results.tsv over a variant's runs.
@@ -420,6 +471,14 @@ git diff --quiet HEAD 2>/dev/null || commit+=" (with uncommitted changes)"
     else
         echo "CPU s wasm/native: $(ratio "$cpu_wasm" "$cpu_native" 2)"
     fi
+    echo
+    read -r s_budget s_in_flight s_start s_hwm <"$dir/stalled.tsv"
+    # Bytes of line protocol per point, from the generated file.
+    line_bytes=$(awk -v b="$(stat -c %s "$data")" -v n="$points" 'BEGIN { printf "%d", b / n }')
+    budget_mib=$(awk -v n="$s_budget" -v l="$line_bytes" 'BEGIN { printf "%.0f", n * l / 1048576 }')
+    echo "stalled sink (wasm): $s_in_flight points in flight of a budget of $s_budget (~$line_bytes bytes of line protocol each: $budget_mib MiB);" \
+        "RSS $(ratio "$s_start" 1024) MiB before consuming, peak $(ratio "$s_hwm" 1024) MiB;" \
+        "peak - budget = $(awk -v h="$s_hwm" -v b="$budget_mib" 'BEGIN { printf "%.0f", h / 1024 - b }') MiB (target: at most 100)"
     echo
     echo "wall: from \`boulder run\` starting to VictoriaMetrics holding every sample (process start, group join, consume, transform, write, VM flush;"
     echo "the last partial batch waits batch_age = 1s);"

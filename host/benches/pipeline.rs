@@ -17,10 +17,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-// As in the `boulder` binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const BATCH_POINTS: usize = 1000;
 const LINES_PER_MESSAGE: usize = 100;
 

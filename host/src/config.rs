@@ -277,7 +277,9 @@ pub struct OutputConfig {
 pub struct DlqConfig {
     /// The topic dead letters are produced to (same cluster as `[kafka]`).
     pub topic: String,
-    /// Create the topic at start if it does not exist. Default: true.
+    /// Create the topic at start if it does not exist. Default: true. A topic that
+    /// is missing (or cannot be created) does not stop Boulder: the first dead
+    /// letter waits, and consumption with it, until the topic can be written.
     #[serde(default = "default_true")]
     pub create: bool,
     /// Partitions of a created topic. Default: 1.
@@ -329,7 +331,10 @@ pub struct PipelineConfig {
     /// partitions). Default: 200000 (some tens of MB).
     #[serde(default = "default_max_in_flight_points")]
     pub max_in_flight_points: u32,
-    /// Messages decoded and transformed together, at most. Default: 200.
+    /// Messages decoded and transformed together, at most. Default: 20 (2,000
+    /// points at 100 lines per message). Every guest instance's memory grows to the
+    /// largest batch it has seen and keeps that size: at 200 messages the four
+    /// built-in stages held ~25 MiB each per worker, for no gain in CPU.
     #[serde(default = "default_batch_messages")]
     pub batch_messages: usize,
     /// How long a batch waits for more messages. Default: 20ms.
@@ -418,7 +423,7 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_batch_messages() -> usize {
-    200
+    20
 }
 fn default_linger() -> Duration {
     Duration::from_millis(20)
