@@ -13,18 +13,46 @@
 //! | `__connect.errors.exception.message` | the reason |
 //! | `boulder.tenant` / `boulder.component` / `boulder.output` | when known |
 //! | `boulder.http.status` | the sink's status, for write failures |
+//! | `boulder.part` | `i/n` when a dead letter too large for one record was split |
+//! | `boulder.truncated.original.bytes` | the size of what was cut short to fit a record |
 //!
 //! The producer is idempotent with `acks=all`. A record that cannot be written is
-//! retried with backoff until it is: the acks it holds are released only then, so
-//! consumption stalls rather than lose it.
+//! retried with backoff until it is: the acks it holds are released only then, and
+//! the consumer waits meanwhile ([`Health`]), so consumption stalls rather than
+//! lose it. A record larger than the broker takes would never be written, so it is
+//! not retried as it is: line protocol is split at line boundaries into records
+//! that fit, and what cannot be split (a message's original bytes, a single line)
+//! is cut short, with the original size in a header.
 
 use crate::config::{DlqConfig, KafkaConfig};
 use crate::kafka::ack::Ack;
 use crate::metrics::Metrics;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::sync::Arc;
+use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// The producer's `message.max.bytes` unless `kafka.options` sets it: a dead
+/// letter holds a whole message, so allow large ones (the topic's
+/// `max.message.bytes` must allow them too, or the broker's refusals teach
+/// Boulder its limit).
+const DEFAULT_MAX_RECORD: usize = 64 << 20;
+/// Room in a record for the batch framing, the key and Boulder's part headers
+/// beyond the letter's own headers: librdkafka counts them against
+/// `message.max.bytes` too.
+const RECORD_OVERHEAD: usize = 1024;
+/// A dead letter not confirmed within this long counts as blocked (librdkafka
+/// itself gives up only after `message.timeout.ms`): a healthy broker confirms in
+/// milliseconds, and consumption should not run on for half a minute meanwhile.
+const UNCONFIRMED: Duration = Duration::from_secs(5);
+/// A value is never cut shorter than this, however small the broker's limit
+/// seems: a record refused at this size is retried like any other failure.
+const MIN_VALUE: usize = 1024;
 
 /// The pipeline stage where something failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,12 +127,7 @@ impl DeadLetter {
 
     fn headers(&self) -> OwnedHeaders {
         let mut h = OwnedHeaders::new();
-        let mut add = |key: &str, value: &str| {
-            h = std::mem::take(&mut h).insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        };
+        let mut add = |key: &str, value: &str| h = add_header(std::mem::take(&mut h), key, value);
         if let Some((topic, partition, offset)) = self.acks.first().map(Ack::source) {
             add("__connect.errors.topic", topic);
             add("__connect.errors.partition", &partition.to_string());
@@ -127,6 +150,175 @@ impl DeadLetter {
         }
         h
     }
+}
+
+fn add_header(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
+    headers.insert(Header {
+        key,
+        value: Some(value.as_bytes()),
+    })
+}
+
+/// One record's share of a dead letter's value.
+#[derive(Debug, PartialEq, Eq)]
+struct Part {
+    /// The bytes of the value it holds.
+    bytes: Range<usize>,
+    /// The size of what it holds the start of, when that was cut short to fit.
+    truncated_from: Option<usize>,
+}
+
+/// Cuts a value into records' values of at most `max` bytes: line protocol
+/// (`lines`) at line boundaries, a line longer than `max` alone and cut short;
+/// anything else (a message's original bytes, meaningless in pieces) cut short.
+fn parts(value: &[u8], lines: bool, max: usize) -> Vec<Part> {
+    if value.len() <= max {
+        return vec![Part {
+            bytes: 0..value.len(),
+            truncated_from: None,
+        }];
+    }
+    if !lines {
+        return vec![Part {
+            bytes: 0..max,
+            truncated_from: Some(value.len()),
+        }];
+    }
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < value.len() {
+        if value.len() - start <= max {
+            parts.push(Part {
+                bytes: start..value.len(),
+                truncated_from: None,
+            });
+            break;
+        }
+        let part = match value[start..start + max].iter().rposition(|&b| b == b'\n') {
+            Some(last) => Part {
+                bytes: start..start + last + 1,
+                truncated_from: None,
+            },
+            None => {
+                let line = value[start..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(value.len() - start, |i| i + 1);
+                let part = Part {
+                    bytes: start..start + max,
+                    truncated_from: Some(line),
+                };
+                start += line;
+                parts.push(part);
+                continue;
+            }
+        };
+        start = part.bytes.end;
+        parts.push(part);
+    }
+    parts
+}
+
+/// Whether the dead-letter queue can be written: reported by the producer, waited
+/// for by the consumer (which stops taking messages while it cannot), and
+/// explained by the status endpoint.
+#[derive(Debug)]
+pub struct Health {
+    topic: String,
+    blocked: Mutex<Blocked>,
+    writable: watch::Sender<bool>,
+    gauge: Gauge,
+}
+
+#[derive(Debug, Default)]
+struct Blocked {
+    /// Dead letters whose last attempt failed.
+    letters: usize,
+    /// The last failure.
+    error: String,
+}
+
+impl Health {
+    fn new(topic: &str, gauge: Gauge) -> Health {
+        Health {
+            topic: topic.to_owned(),
+            blocked: Mutex::new(Blocked::default()),
+            writable: watch::Sender::new(true),
+            gauge,
+        }
+    }
+
+    /// A letter's attempt failed; `first` for its first failure.
+    fn failed(&self, first: bool, error: String) {
+        let mut blocked = self.blocked.lock().expect("poisoned");
+        blocked.letters += usize::from(first);
+        blocked.error = error;
+        self.gauge.set(1);
+        self.writable.send_replace(false);
+    }
+
+    /// A letter that had failed is written.
+    fn recovered(&self) {
+        let mut blocked = self.blocked.lock().expect("poisoned");
+        blocked.letters -= 1;
+        if blocked.letters == 0 {
+            self.gauge.set(0);
+            self.writable.send_replace(true);
+        }
+    }
+
+    /// Why the dead-letter queue cannot be written, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        let blocked = self.blocked.lock().expect("poisoned");
+        (blocked.letters > 0).then(|| {
+            format!(
+                "the dead-letter queue (topic {:?}) cannot be written ({}); {} dead letters are retried and consumption waits for them",
+                self.topic, blocked.error, blocked.letters
+            )
+        })
+    }
+
+    /// Whether the last attempt of every dead letter succeeded.
+    pub fn is_writable(&self) -> bool {
+        *self.writable.borrow()
+    }
+
+    /// Returns once the dead-letter queue is writable.
+    pub async fn writable(&self) {
+        self.wait_for(true).await
+    }
+
+    /// Returns once the dead-letter queue is not writable.
+    pub async fn blocked(&self) {
+        self.wait_for(false).await
+    }
+
+    async fn wait_for(&self, writable: bool) {
+        // Never an error: `self` holds the sender.
+        let _ = self.writable.subscribe().wait_for(|w| *w == writable).await;
+    }
+}
+
+fn too_large(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+    )
+}
+
+/// Errors after which an idempotent producer's id or epoch is refused for good
+/// (seen with Tansu after messages to a missing topic timed out): only a new
+/// producer, with a new id, writes again.
+fn lost_identity(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+    )
 }
 
 /// The headers of a (dead-letter) record, as UTF-8 strings: what `boulder replay`
@@ -152,9 +344,16 @@ pub fn headers_of(
 
 /// The dead-letter producer.
 pub struct Dlq {
-    producer: FutureProducer,
+    config: rdkafka::ClientConfig,
+    producer: Mutex<FutureProducer>,
     topic: String,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// The producer's `message.max.bytes`.
+    max_record: usize,
+    /// A limit on values learnt from the broker's refusals (it may take less than
+    /// the producer's limit allows).
+    broker_max_value: AtomicUsize,
 }
 
 impl Dlq {
@@ -165,19 +364,28 @@ impl Dlq {
         metrics: Arc<Metrics>,
     ) -> Result<Dlq, rdkafka::error::KafkaError> {
         let mut config = crate::kafka::client_config(kafka);
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000");
-        if !kafka.options.contains_key("message.max.bytes") {
-            // A dead letter holds a whole message: allow large ones (the topic's
-            // max.message.bytes must allow them too).
-            config.set("message.max.bytes", "67108864");
+        config.set("enable.idempotence", "true").set("acks", "all");
+        if !kafka.options.contains_key("message.timeout.ms") {
+            config.set("message.timeout.ms", "30000");
         }
+        let max_record = match kafka.options.get("message.max.bytes") {
+            Some(max) => max.parse().unwrap_or(DEFAULT_MAX_RECORD),
+            None => {
+                config.set("message.max.bytes", DEFAULT_MAX_RECORD.to_string());
+                DEFAULT_MAX_RECORD
+            }
+        };
         Ok(Dlq {
-            producer: config.create()?,
+            producer: Mutex::new(config.create()?),
+            config,
             topic: dlq.topic.clone(),
+            health: Arc::new(Health::new(
+                &dlq.topic,
+                metrics.dead_letter_queue_blocked.clone(),
+            )),
             metrics,
+            max_record,
+            broker_max_value: AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -192,36 +400,52 @@ impl Dlq {
         .await
     }
 
-    /// Writes a dead letter, retrying until the broker confirms it, then releases
-    /// its acks.
+    /// Whether the queue can be written, for the consumer and the status endpoint.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Writes a dead letter (in several records if it is larger than one may be),
+    /// retrying until the broker confirms it, then releases its acks.
     pub async fn send(&self, letter: DeadLetter) {
         let headers = letter.headers();
-        let mut backoff = crate::retry::backoff(Duration::from_secs(10));
-        let mut attempt = 0u32;
-        loop {
-            let mut record = FutureRecord::to(&self.topic)
-                .payload(&letter.value)
-                .headers(headers.clone());
-            if let Some(key) = &letter.key {
-                record = record.key(key);
+        let mut failed = false;
+        'plan: loop {
+            let parts = parts(
+                &letter.value,
+                letter.stage != Stage::Decode,
+                self.max_value(&letter, &headers),
+            );
+            let n = parts.len();
+            if n > 1 || parts[0].truncated_from.is_some() {
+                tracing::warn!(topic = %self.topic, bytes = letter.value.len(), records = n, truncated = parts.iter().filter(|p| p.truncated_from.is_some()).count(), "dead letter larger than a record may be: split at line boundaries, and what cannot be split cut short");
             }
-            match self.producer.send(record, Duration::from_secs(5)).await {
-                Ok(_) => break,
-                Err((e, _)) => {
-                    if attempt == 0 {
-                        self.metrics.dead_letter_queue_blocked.inc();
-                    }
-                    self.metrics.dead_letter_errors.inc();
-                    attempt += 1;
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::error!(topic = %self.topic, attempt, error = %e, retry_in = ?wait, "cannot write to the dead-letter queue; holding its offsets and retrying");
-                    tokio::time::sleep(wait).await;
+            for (i, part) in parts.iter().enumerate() {
+                let mut headers = headers.clone();
+                if n > 1 {
+                    headers = add_header(headers, "boulder.part", &format!("{}/{n}", i + 1));
+                }
+                if let Some(original) = part.truncated_from {
+                    let original = original.to_string();
+                    headers = add_header(headers, "boulder.truncated.original.bytes", &original);
+                }
+                let value = &letter.value[part.bytes.clone()];
+                if let Err(refused) = self.write(&letter, value, headers, &mut failed).await {
+                    // Smaller records from the start: duplicates of parts already
+                    // written are allowed, a part lost is not.
+                    let max = self
+                        .broker_max_value
+                        .fetch_min(refused, Ordering::Relaxed)
+                        .min(refused);
+                    tracing::warn!(topic = %self.topic, refused_bytes = value.len(), max_value_bytes = max, "the broker refused a dead letter as too large; cutting dead letters smaller from now on");
+                    continue 'plan;
                 }
             }
+            break;
         }
-        if attempt > 0 {
-            self.metrics.dead_letter_queue_blocked.dec();
-            tracing::info!(topic = %self.topic, attempts = attempt + 1, "dead-letter queue writable again");
+        if failed {
+            self.health.recovered();
+            tracing::info!(topic = %self.topic, "dead-letter queue writable again");
         }
         self.metrics
             .dead_letters_written
@@ -234,5 +458,197 @@ impl Dlq {
         for ack in letter.acks {
             ack.done();
         }
+    }
+
+    /// Replaces a producer that can no longer write (after a fatal error, or
+    /// once the broker refuses its producer id), unless another letter has
+    /// replaced it already: an idempotent producer never recovers from either.
+    fn replace(&self, failed: &FutureProducer, code: RDKafkaErrorCode, reason: &str) {
+        let mut current = self.producer.lock().expect("poisoned");
+        if current.client().native_ptr() != failed.client().native_ptr() {
+            return;
+        }
+        match self.config.create() {
+            Ok(new) => {
+                *current = new;
+                tracing::warn!(topic = %self.topic, error = %code, reason, "the dead-letter producer can no longer write; replaced it with a new one");
+            }
+            Err(e) => {
+                tracing::error!(topic = %self.topic, error = %e, "cannot replace the dead-letter producer that can no longer write; retrying")
+            }
+        }
+    }
+
+    /// The largest value a record of this letter may hold.
+    fn max_value(&self, letter: &DeadLetter, headers: &OwnedHeaders) -> usize {
+        let headers: usize = headers
+            .iter()
+            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+            .sum();
+        let key = letter.key.as_ref().map_or(0, Vec::len);
+        self.max_record
+            .saturating_sub(headers + key + RECORD_OVERHEAD)
+            .min(self.broker_max_value.load(Ordering::Relaxed))
+            .max(MIN_VALUE)
+    }
+
+    /// Writes one record, retrying until the broker confirms it. A record the
+    /// broker (or the producer's `message.max.bytes`) refuses as too large is not
+    /// retried: the answer is half its value's size, a limit to cut it to.
+    async fn write(
+        &self,
+        letter: &DeadLetter,
+        value: &[u8],
+        headers: OwnedHeaders,
+        failed: &mut bool,
+    ) -> Result<(), usize> {
+        let mut backoff = crate::retry::backoff(Duration::from_secs(10));
+        let mut attempt = 0u32;
+        loop {
+            let mut record = FutureRecord::to(&self.topic)
+                .payload(value)
+                .headers(headers.clone());
+            if let Some(key) = &letter.key {
+                record = record.key(key);
+            }
+            let producer = self.producer.lock().expect("poisoned").clone();
+            let delivery = producer.send(record, Duration::from_secs(5));
+            tokio::pin!(delivery);
+            let delivered = match tokio::time::timeout(UNCONFIRMED, &mut delivery).await {
+                Ok(delivered) => delivered,
+                Err(_) => {
+                    let waiting = format!("not confirmed after {UNCONFIRMED:?}");
+                    tracing::error!(topic = %self.topic, "a dead letter is {waiting}; consumption waits for it");
+                    self.health.failed(!*failed, waiting);
+                    *failed = true;
+                    delivery.await
+                }
+            };
+            let error = match delivered {
+                Ok(_) => return Ok(()),
+                Err((e, _)) => e,
+            };
+            if too_large(&error) && value.len() > MIN_VALUE {
+                return Err((value.len() / 2).max(MIN_VALUE));
+            }
+            if let Some((code, reason)) = producer.client().fatal_error() {
+                self.replace(&producer, code, &reason);
+            } else if let Some(code) = error.rdkafka_error_code().filter(|c| lost_identity(*c)) {
+                self.replace(
+                    &producer,
+                    code,
+                    "the broker no longer accepts its producer id",
+                );
+            }
+            self.health.failed(!*failed, error.to_string());
+            *failed = true;
+            self.metrics.dead_letter_errors.inc();
+            attempt += 1;
+            let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+            tracing::error!(topic = %self.topic, attempt, error = %error, retry_in = ?wait, "cannot write to the dead-letter queue; holding its offsets, consumption waits, retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut<'a>(value: &'a [u8], parts: &[Part]) -> Vec<(&'a str, Option<usize>)> {
+        parts
+            .iter()
+            .map(|p| {
+                let text = std::str::from_utf8(&value[p.bytes.clone()]).unwrap();
+                (text, p.truncated_from)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_value_that_fits_is_one_part() {
+        let value = b"m v=1 1\nm v=2 2\n";
+        for lines in [true, false] {
+            let p = parts(value, lines, value.len());
+            assert_eq!(cut(value, &p), [("m v=1 1\nm v=2 2\n", None)]);
+        }
+        assert_eq!(cut(b"", &parts(b"", true, 10)), [("", None)]);
+    }
+
+    #[test]
+    fn line_protocol_is_split_at_line_boundaries_into_parts_that_fit() {
+        let value = b"a v=1 1\nbb v=2 2\nccc v=3 3\nd v=4 4\n";
+        let p = parts(value, true, 18);
+        assert_eq!(
+            cut(value, &p),
+            [
+                ("a v=1 1\nbb v=2 2\n", None),
+                ("ccc v=3 3\nd v=4 4\n", None)
+            ]
+        );
+        let p = parts(value, true, 10);
+        assert_eq!(
+            cut(value, &p),
+            [
+                ("a v=1 1\n", None),
+                ("bb v=2 2\n", None),
+                ("ccc v=3 3\n", None),
+                ("d v=4 4\n", None)
+            ]
+        );
+        let joined: Vec<u8> = p
+            .iter()
+            .flat_map(|p| value[p.bytes.clone()].to_vec())
+            .collect();
+        assert_eq!(joined, value, "every byte once, in order");
+    }
+
+    #[test]
+    fn a_line_longer_than_a_part_is_cut_short_alone() {
+        let value = b"a v=1 1\nlooooong v=2 2\nc v=3 3\nlast-without-newline v=4";
+        let p = parts(value, true, 9);
+        assert_eq!(
+            cut(value, &p),
+            [
+                ("a v=1 1\n", None),
+                ("looooong ", Some(15)),
+                ("c v=3 3\n", None),
+                ("last-with", Some(24))
+            ]
+        );
+    }
+
+    #[test]
+    fn original_bytes_are_cut_short_with_their_size() {
+        let value = vec![b'x'; 100];
+        let p = parts(&value, false, 30);
+        assert_eq!(
+            p,
+            [Part {
+                bytes: 0..30,
+                truncated_from: Some(100)
+            }]
+        );
+    }
+
+    #[test]
+    fn health_counts_blocked_letters_until_the_last_is_written() {
+        let gauge = Gauge::default();
+        let health = Health::new("dlq", gauge.clone());
+        assert!(health.is_writable() && health.problem().is_none());
+        let error = KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopic);
+        health.failed(true, "not confirmed".into());
+        health.failed(false, error.to_string());
+        health.failed(true, error.to_string());
+        assert_eq!(gauge.get(), 1);
+        let problem = health.problem().unwrap();
+        assert!(problem.contains(r#"topic "dlq""#), "{problem}");
+        assert!(problem.contains("Unknown topic"), "{problem}");
+        assert!(problem.contains("2 dead letters"), "{problem}");
+        health.recovered();
+        assert!(!health.is_writable());
+        health.recovered();
+        assert!(health.is_writable() && health.problem().is_none());
+        assert_eq!(gauge.get(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! The status endpoint: `/metrics` (Prometheus text), `/health` (liveness) and
 //! `/ready` (consuming, with every output and the dead-letter queue writable).
 
+use crate::dlq;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,7 +12,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,8 @@ pub struct Status {
     pub metrics: Arc<Metrics>,
     /// True while the consumer loop runs (false before start and while stopping).
     pub consuming: AtomicBool,
+    /// The dead-letter queue's state, once its producer exists.
+    pub dead_letter_queue: OnceLock<Arc<dlq::Health>>,
 }
 
 impl Status {
@@ -31,9 +34,8 @@ impl Status {
         if !self.consuming.load(Ordering::Relaxed) {
             problems.push("not consuming".to_owned());
         }
-        if self.metrics.dead_letter_queue_blocked.get() > 0 {
-            problems
-                .push("the dead-letter queue cannot be written; consumption is waiting".to_owned());
+        if let Some(problem) = self.dead_letter_queue.get().and_then(|d| d.problem()) {
+            problems.push(problem);
         }
         let stalled = self.metrics.outputs_stalled.get();
         if stalled > 0 {

@@ -5,21 +5,33 @@
 
 use boulder_tests::root;
 use boulder_tests::services::{
-    base_config, consume_all, create_topic, distinct_samples, export, headers, metric, now_ms,
-    produce, require_services, unique, vm_a, wait_for_distinct, wait_for_samples, Boulder,
+    base_config_with_dlq, committed_offset, consume_all, create_topic, distinct_samples, export,
+    headers, metric, now_ms, produce, require_services, unique, vm_a, wait_for_distinct,
+    wait_for_samples, Boulder,
 };
 use boulder_tests::stub_sink::StubSink;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+const IN_FLIGHT: &str = "boulder_points_in_flight";
 
 /// The shared config, reading topic `name` as line protocol, in a group whose dead
 /// members leave within seconds (not the default 45).
 fn base(name: &str, rest: &str) -> String {
+    base_with(name, "", "", rest)
+}
+
+/// [`base`] with more librdkafka options (`"key" = "value", ...`) and more keys
+/// for the `[dlq]` table.
+fn base_with(name: &str, kafka_options: &str, dlq: &str, rest: &str) -> String {
     let input = format!("[[inputs]]\ntopics = [\"{name}\"]\nformat = \"influx-line\"\n");
-    base_config(
-        name,
-        r#""session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000""#,
-        &format!("{input}{rest}"),
-    )
+    let group = r#""session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000""#;
+    let options = match kafka_options {
+        "" => group.to_owned(),
+        more => format!("{group}, {more}"),
+    };
+    base_config_with_dlq(name, &options, dlq, &format!("{input}{rest}"))
 }
 
 #[test]
@@ -124,15 +136,8 @@ fn a_tenant_whose_guest_keeps_failing_is_quarantined_while_the_other_flows_on() 
 
 /// Waits until `boulder_quarantined{tenant="evil"}` reads `value`.
 fn wait_quarantined(boulder: &Boulder, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, metrics) = boulder.status("/metrics");
-        if metric(&metrics, r#"boulder_quarantined{tenant="evil"}"#) == Some(value) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{metrics}\n{}", boulder.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let series = r#"boulder_quarantined{tenant="evil"}"#;
+    boulder.wait_metric(series, value, Duration::from_secs(30));
 }
 
 #[test]
@@ -404,21 +409,7 @@ fn undecodable_messages_are_dead_lettered_with_their_bytes_and_good_points_still
             .unwrap_or_else(|| panic!("no dead letter for {key}"))
     };
     let check = |key: &str, topic: &str, offset: &str, value: &[u8], reason: &str| {
-        let m = by_key(key);
-        assert_eq!(m.payload().unwrap_or_default(), value, "{key}");
-        let h = headers(m);
-        assert_eq!(h["__connect.errors.stage"], "decode", "{key}");
-        assert_eq!(h["__connect.errors.topic"], topic, "{key}");
-        assert_eq!(h["__connect.errors.partition"], "0", "{key}");
-        assert_eq!(h["__connect.errors.offset"], offset, "{key}");
-        assert_eq!(
-            h["__connect.errors.exception.class.name"], "boulder.decode",
-            "{key}"
-        );
-        assert!(
-            h["__connect.errors.exception.message"].contains(reason),
-            "{key}: {h:?}"
-        );
+        assert_decode_letter(by_key(key), topic, offset, value, reason);
     };
     check(
         "garbage",
@@ -439,11 +430,52 @@ fn undecodable_messages_are_dead_lettered_with_their_bytes_and_good_points_still
     assert!(boulder.stop().success());
 }
 
+/// Checks a dead letter of a message that could not be decoded: its value, where
+/// it came from (partition 0 of `topic`) and the reason.
+fn assert_decode_letter(
+    m: &rdkafka::message::OwnedMessage,
+    topic: &str,
+    offset: &str,
+    value: &[u8],
+    reason: &str,
+) {
+    use rdkafka::Message;
+    let h = headers(m);
+    assert_eq!(m.payload().unwrap_or_default(), value, "{h:?}");
+    assert_eq!(h["__connect.errors.stage"], "decode", "{h:?}");
+    assert_eq!(h["__connect.errors.topic"], topic, "{h:?}");
+    assert_eq!(h["__connect.errors.partition"], "0", "{h:?}");
+    assert_eq!(h["__connect.errors.offset"], offset, "{h:?}");
+    assert_eq!(
+        h["__connect.errors.exception.class.name"], "boulder.decode",
+        "{h:?}"
+    );
+    assert!(
+        h["__connect.errors.exception.message"].contains(reason),
+        "{h:?}"
+    );
+}
+
 /// `messages` messages of `lines` points each, every point a distinct
 /// (series, timestamp): 100 series `crash{test,i}`, timestamps one ms apart.
 fn stream(name: &str, messages: usize, lines: usize) -> Vec<(String, Vec<u8>)> {
-    let start = now_ms() - (messages * lines) as i64;
-    (0..messages)
+    stream_part(
+        name,
+        now_ms() - (messages * lines) as i64,
+        0..messages,
+        lines,
+    )
+}
+
+/// Messages `range` of a stream like [`stream`]'s whose first point is at
+/// `start_ms`: streams produced in parts never repeat a point.
+fn stream_part(
+    name: &str,
+    start_ms: i64,
+    range: std::ops::Range<usize>,
+    lines: usize,
+) -> Vec<(String, Vec<u8>)> {
+    range
         .map(|m| {
             let text: String = (0..lines)
                 .map(|l| {
@@ -451,7 +483,7 @@ fn stream(name: &str, messages: usize, lines: usize) -> Vec<(String, Vec<u8>)> {
                     format!(
                         "crash,test={name},i={} v={n} {}\n",
                         n % 100,
-                        (start + n as i64) * 1_000_000
+                        (start_ms + n as i64) * 1_000_000
                     )
                 })
                 .collect();
@@ -576,20 +608,11 @@ fn two_processes_in_one_group_one_stopping_mid_stream_deliver_every_point() {
 /// recovers, and nothing is lost or dead-lettered.
 #[test]
 fn a_stalled_output_holds_at_most_the_budget_and_the_others_flow_until_it_is_spent() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     require_services();
     let name = unique("budget");
     create_topic(&name, 1);
     let recovered = Arc::new(AtomicBool::new(false));
-    let flag = recovered.clone();
-    let stalled = StubSink::start(Box::new(move |_, _| {
-        if flag.load(Ordering::Relaxed) {
-            (204, vec![], String::new())
-        } else {
-            (503, vec![], "stalled".into())
-        }
-    }));
+    let stalled = StubSink::down_until(recovered.clone());
     let now = now_ms();
     // Message m: 10 points for each tenant, distinct timestamps.
     let message = |m: i64| {
@@ -630,22 +653,13 @@ fn a_stalled_output_holds_at_most_the_budget_and_the_others_flow_until_it_is_spe
         ),
     );
     let selector = format!(r#"{{test="{name}"}}"#);
-    let in_flight = |b: &Boulder| metric(&b.status("/metrics").1, "boulder_points_in_flight");
 
     // 4 messages: the stalled output holds 40 of 50; every flowing point lands.
     produce_owned(&name, &(0..4).map(message).collect::<Vec<_>>());
     wait_for_distinct(&vm_a(), &selector, 40, Duration::from_secs(60), || {
         boulder.log()
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while in_flight(&boulder) != Some(40.0) {
-        assert!(
-            Instant::now() < deadline,
-            "in flight: {:?}",
-            in_flight(&boulder)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    boulder.wait_metric(IN_FLIGHT, 40.0, Duration::from_secs(30));
 
     // 4 more: the fifth fills the budget; from the sixth on everyone waits.
     produce_owned(&name, &(4..8).map(message).collect::<Vec<_>>());
@@ -658,7 +672,7 @@ fn a_stalled_output_holds_at_most_the_budget_and_the_others_flow_until_it_is_spe
         50,
         "the others wait once the budget is spent"
     );
-    assert_eq!(in_flight(&boulder), Some(50.0));
+    assert_eq!(boulder.metric(IN_FLIGHT), Some(50.0));
     let (code, body) = boulder.status("/ready");
     assert_eq!(code, 503, "{body}");
 
@@ -667,24 +681,296 @@ fn a_stalled_output_holds_at_most_the_budget_and_the_others_flow_until_it_is_spe
     wait_for_distinct(&vm_a(), &selector, 80, Duration::from_secs(90), || {
         boulder.log()
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while in_flight(&boulder) != Some(0.0) {
-        assert!(
-            Instant::now() < deadline,
-            "in flight: {:?}\n{}",
-            in_flight(&boulder),
-            boulder.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut lines: Vec<String> = stalled
-        .received()
-        .iter()
-        .flat_map(|r| r.body.lines().map(str::to_owned).collect::<Vec<_>>())
-        .collect();
-    lines.sort();
-    lines.dedup();
-    assert_eq!(lines.len(), 80, "every stalled point reached its sink");
+    boulder.wait_metric(IN_FLIGHT, 0.0, Duration::from_secs(60));
+    assert_eq!(
+        stalled.distinct_lines(),
+        80,
+        "every stalled point reached its sink"
+    );
     assert!(boulder.stop().success());
     assert!(consume_all(&format!("{name}-dlq"), 1, Duration::from_secs(3)).is_empty());
+}
+
+/// A sink that is down (503) under a backlog many times the in-flight budget:
+/// Boulder holds the budget and librdkafka's bounded prefetch, and memory does not
+/// grow with what waits in Kafka; once the sink is back every point is written and
+/// nothing is dead-lettered.
+#[test]
+fn a_sink_that_is_down_under_a_large_backlog_keeps_memory_flat_and_loses_nothing() {
+    require_services();
+    let name = unique("rss");
+    create_topic(&name, 2);
+    let recovered = Arc::new(AtomicBool::new(false));
+    let sink = StubSink::down_until(recovered.clone());
+    // Two backlogs of 300,000 points (~21 MB of line protocol each).
+    let (budget, messages, lines) = (20_000, 3_000, 100);
+    let boulder = Boulder::run(
+        &name,
+        &base_with(
+            &name,
+            // librdkafka's prefetch, the other bound (default 64 MiB): small, so
+            // that one backlog already fills it.
+            r#""queued.max.messages.kbytes" = "8192""#,
+            "",
+            &format!(
+                r#"
+                [pipeline]
+                max_in_flight_points = {budget}
+                # Chunks of 100 points: the budget fills exactly.
+                batch_messages = 1
+                [[tenants]]
+                name = "ops"
+                outputs = [{{ url = "{url}/api/v2/write", gzip = false, batch_age = "100ms" }}]
+                "#,
+                url = sink.url
+            ),
+        ),
+    );
+    let start = now_ms() - (2 * messages * lines) as i64;
+    let rss_max = |boulder: &Boulder, during: Duration| {
+        let until = Instant::now() + during;
+        let mut max = 0;
+        while Instant::now() < until {
+            assert_eq!(boulder.metric(IN_FLIGHT), Some(f64::from(budget)));
+            max = max.max(boulder.rss_bytes());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        max
+    };
+    const MB: u64 = 1 << 20;
+
+    produce_owned(&name, &stream_part(&name, start, 0..messages, lines));
+    boulder.wait_metric(IN_FLIGHT, f64::from(budget), Duration::from_secs(60));
+    let full = rss_max(&boulder, Duration::from_secs(3));
+    let second = stream_part(&name, start, messages..2 * messages, lines);
+    let second_bytes: usize = second.iter().map(|(_, v)| v.len()).sum();
+    produce_owned(&name, &second);
+    let peak = rss_max(&boulder, Duration::from_secs(5));
+    eprintln!(
+        "rss: {} MiB with the budget full, {} MiB at most with a second backlog of {} points ({} MiB) waiting too",
+        full / MB,
+        peak / MB,
+        messages * lines,
+        second_bytes as u64 / MB,
+    );
+    // Memory that followed the backlog would grow by about its size at least.
+    assert!(
+        peak < full + second_bytes as u64 / 2,
+        "grew from {full} to {peak} bytes"
+    );
+    assert!(peak < 256 * MB, "{peak} bytes");
+
+    recovered.store(true, Ordering::Relaxed);
+    let written = r#"boulder_points_written_total{tenant="ops",output="ops-1"}"#;
+    let total = 2 * messages * lines;
+    boulder.wait_metric(written, total as f64, Duration::from_secs(90));
+    boulder.wait_metric(IN_FLIGHT, 0.0, Duration::from_secs(10));
+    assert_eq!(sink.distinct_lines(), total);
+    assert!(boulder.stop().success());
+    assert!(consume_all(&format!("{name}-dlq"), 1, Duration::from_secs(3)).is_empty());
+}
+
+/// The dead-letter topic does not exist (and may not be created): a message that
+/// must be dead-lettered waits, with its offset, while Boulder says so in its log,
+/// `/health`, `/ready` and metrics and stops consuming; once the topic exists the
+/// dead letter is written and everything flows on.
+#[test]
+fn a_dead_letter_queue_that_cannot_be_written_stops_consumption_until_it_can() {
+    require_services();
+    let name = unique("dlqdown");
+    create_topic(&name, 1);
+    let dlq = format!("{name}-dlq");
+    let now = now_ms();
+    let good = |i: i64| format!("m,test={name} v={i} {}\n", (now + i) * 1_000_000);
+    let mut boulder = Boulder::run(
+        &name,
+        &base_with(
+            &name,
+            // Each attempt gives up after 2 s (not 30): the test sees retries.
+            r#""message.timeout.ms" = "2000""#,
+            "create = false",
+            &format!(
+                r#"
+                [[tenants]]
+                name = "ops"
+                outputs = [{{ url = "{vm}/api/v2/write", batch_age = "50ms" }}]
+                "#,
+                vm = vm_a()
+            ),
+        ),
+    );
+    produce(
+        &name,
+        &[
+            ("good", good(0).into_bytes()),
+            ("bad", b"not line protocol\n".to_vec()),
+            ("later", good(2).into_bytes()),
+        ],
+    );
+    let blocked = "boulder_dead_letter_queue_blocked";
+    boulder.wait_metric(blocked, 1.0, Duration::from_secs(30));
+    let selector = format!(r#"{{test="{name}"}}"#);
+    wait_for_distinct(&vm_a(), &selector, 2, Duration::from_secs(30), || {
+        boulder.log()
+    });
+    // The offset stays at the waiting dead letter...
+    wait_committed(&name, 1);
+    // ...and nothing more is consumed.
+    produce(&name, &[("paused", good(3).into_bytes())]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(distinct_samples(&export(&vm_a(), &selector)), 2);
+    assert_eq!(committed_offset(&name, &name, 0), Some(1));
+    let consumed = r#"boulder_messages_consumed_total{format="influx-line"}"#;
+    assert_eq!(boulder.metric(consumed), Some(3.0));
+    let attempts = boulder.metric("boulder_dead_letter_errors_total").unwrap();
+    assert!(attempts >= 2.0, "failed {attempts} times");
+    let why = format!("the dead-letter queue (topic {dlq:?}) cannot be written");
+    let (code, health) = boulder.status("/health");
+    assert_eq!(code, 200, "{health}");
+    assert!(health.contains(&why), "{health}");
+    assert!(health.contains("Message timed out"), "{health}");
+    let (code, ready) = boulder.status("/ready");
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready.contains(&why), "{ready}");
+    let log = boulder.log();
+    assert!(
+        log.contains("consumption paused until the dead-letter queue can be written"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("cannot write to the dead-letter queue; holding its offsets, consumption waits, retrying topic={dlq}")),
+        "{log}"
+    );
+    assert!(boulder.running(), "{log}");
+
+    // The topic appears: the dead letter is written, consumption resumes.
+    create_topic(&dlq, 1);
+    let dead = consume_all(&dlq, 1, Duration::from_secs(60));
+    assert_eq!(dead.len(), 1, "{}", boulder.log());
+    assert_decode_letter(&dead[0], &name, "1", b"not line protocol", "line 1");
+    boulder.wait_metric(blocked, 0.0, Duration::from_secs(30));
+    wait_for_distinct(&vm_a(), &selector, 3, Duration::from_secs(30), || {
+        boulder.log()
+    });
+    wait_committed(&name, 4);
+    let (code, ready) = boulder.status("/ready");
+    assert_eq!(code, 200, "{ready}");
+    assert!(boulder.log().contains("dead-letter queue writable again"));
+    assert!(boulder.stop().success());
+    assert_eq!(consume_all(&dlq, 2, Duration::from_secs(3)).len(), 1);
+}
+
+/// Waits until group `topic` has committed `offset` on partition 0 of `topic`.
+fn wait_committed(topic: &str, offset: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = committed_offset(topic, topic, 0);
+        if committed == Some(offset) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed {committed:?}, not {offset}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Dead letters larger than a record may be (here the producer's
+/// `message.max.bytes` of 1 MB, which the broker's limit would do the same as):
+/// a refused batch of line protocol is split at line boundaries into records that
+/// fit, every line once; an undecodable message is cut short, with its original
+/// size in a header. Neither is retried, nothing waits.
+#[test]
+fn dead_letters_larger_than_a_record_are_split_or_cut_short() {
+    use rdkafka::Message;
+    require_services();
+    let name = unique("oversize");
+    create_topic(&name, 1);
+    let refusing = StubSink::start(Box::new(|_, _| (400, vec![], "no".into())));
+    let now = now_ms();
+    // ~2.2 MB of line protocol in one message, written as one batch and refused.
+    let batch: String = (0..30_000)
+        .map(|i| format!("big,test={name},i={i} v={i}.5 {}\n", (now + i) * 1_000_000))
+        .collect();
+    let garbage = vec![b'x'; 3 << 20];
+    produce(
+        &name,
+        &[
+            ("batch", batch.clone().into_bytes()),
+            ("garbage", garbage.clone()),
+        ],
+    );
+    let max = 1_000_000;
+    let boulder = Boulder::run(
+        &name,
+        &base_with(
+            &name,
+            &format!(r#""message.max.bytes" = "{max}""#),
+            "",
+            &format!(
+                r#"
+                [[tenants]]
+                name = "ops"
+                outputs = [{{ url = "{url}/api/v2/write", batch_points = 100000, batch_age = "200ms" }}]
+                "#,
+                url = refusing.url
+            ),
+        ),
+    );
+    let dlq = format!("{name}-dlq");
+    let dead = consume_all(&dlq, 4, Duration::from_secs(60));
+    assert_eq!(dead.len(), 4, "{}", boulder.log());
+    assert_eq!(consume_all(&dlq, 5, Duration::from_secs(3)).len(), 4);
+    let (cut, parts): (Vec<_>, Vec<_>) = dead
+        .iter()
+        .partition(|m| headers(m)["__connect.errors.stage"] == "decode");
+
+    assert_eq!(cut.len(), 1);
+    let value = cut[0].payload().unwrap_or_default();
+    assert!(value.len() < max, "{} bytes", value.len());
+    assert_decode_letter(cut[0], &name, "1", &garbage[..value.len()], "line 1");
+    let h = headers(cut[0]);
+    assert_eq!(
+        h["boulder.truncated.original.bytes"],
+        garbage.len().to_string()
+    );
+    assert!(!h.contains_key("boulder.part"), "{h:?}");
+
+    let mut joined = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let h = headers(part);
+        assert_eq!(h["boulder.part"], format!("{}/3", i + 1), "{h:?}");
+        assert_eq!(h["__connect.errors.offset"], "0");
+        assert_eq!(h["boulder.http.status"], "400");
+        assert!(!h.contains_key("boulder.truncated.original.bytes"), "{h:?}");
+        let value = part.payload().unwrap_or_default();
+        assert!(
+            value.len() < max && value.ends_with(b"\n"),
+            "{} bytes",
+            value.len()
+        );
+        joined.extend_from_slice(value);
+    }
+    assert_eq!(parts.len(), 3);
+    assert!(joined == batch.as_bytes(), "every line once, in order");
+
+    let written = |stage: &str| {
+        let series = format!(
+            r#"boulder_dead_letters_written_total{{stage="{stage}",tenant="{}"}}"#,
+            if stage == "write" { "ops" } else { "" }
+        );
+        boulder.metric(&series)
+    };
+    assert_eq!(written("write"), Some(1.0));
+    assert_eq!(written("decode"), Some(1.0));
+    assert_eq!(
+        boulder.metric("boulder_dead_letter_errors_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        boulder.metric("boulder_dead_letter_queue_blocked"),
+        Some(0.0)
+    );
+    assert!(boulder.stop().success());
 }

@@ -116,6 +116,7 @@ pub fn create_topic(name: &str, partitions: i32) {
 
 /// Produces messages (key, value) to a topic, in order, spread over partitions by key.
 pub fn produce(topic: &str, messages: &[(&str, Vec<u8>)]) {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka())
         .set("enable.idempotence", "true")
@@ -123,17 +124,60 @@ pub fn produce(topic: &str, messages: &[(&str, Vec<u8>)]) {
         .set("message.max.bytes", "16777216")
         .create()
         .expect("producer");
+    let confirm = |delivery: rdkafka::producer::DeliveryFuture| async move {
+        delivery
+            .await
+            .expect("the producer is alive")
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    };
     block_on(async {
+        // Queued all at once and confirmed after (the idempotent producer keeps
+        // their order): large backlogs are produced in a second, not one round
+        // trip per message.
+        let mut pending = std::collections::VecDeque::new();
         for (key, value) in messages {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(*key).payload(value),
-                    Duration::from_secs(10),
-                )
-                .await
-                .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+            let mut record = FutureRecord::to(topic).key(*key).payload(value);
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => break pending.push_back(delivery),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                        if !pending.is_empty() =>
+                    {
+                        record = r;
+                        confirm(pending.pop_front().expect("not empty")).await;
+                    }
+                    Err((e, _)) => panic!("producing to {topic}: {e}"),
+                }
+            }
+        }
+        for delivery in pending {
+            confirm(delivery).await;
         }
     });
+}
+
+/// The offset a consumer group has committed for a partition (the next one it
+/// will read), if any.
+pub fn committed_offset(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, partition);
+    let committed = consumer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("reading committed offsets");
+    let offset = committed
+        .find_partition(topic, partition)
+        .map(|p| p.offset());
+    match offset {
+        Some(Offset::Offset(o)) => Some(o),
+        _ => None,
+    }
 }
 
 /// The headers of a record, as UTF-8 strings.
@@ -173,6 +217,17 @@ pub fn consume_all(
 /// (inside the braces of an inline table), dead letters to `<name>-dlq`, the
 /// status endpoint on a free port; `rest` adds inputs, router and tenants.
 pub fn base_config(name: &str, kafka_options: &str, rest: &str) -> String {
+    base_config_with_dlq(name, kafka_options, "", rest)
+}
+
+/// [`base_config`] with more keys for the `[dlq]` table (`dlq_extra`, e.g.
+/// `create = false`).
+pub fn base_config_with_dlq(
+    name: &str,
+    kafka_options: &str,
+    dlq_extra: &str,
+    rest: &str,
+) -> String {
     format!(
         r#"
         [runtime]
@@ -186,6 +241,7 @@ pub fn base_config(name: &str, kafka_options: &str, rest: &str) -> String {
 
         [dlq]
         topic = "{name}-dlq"
+        {dlq_extra}
 
         [http]
         listen = "127.0.0.1:0"
@@ -259,6 +315,45 @@ impl Boulder {
     /// GETs a path of its status endpoint: `(status code, body)`.
     pub fn status(&self, path: &str) -> (u16, String) {
         http_get(&self.status_addr(), path)
+    }
+
+    /// The value of one sample of its `/metrics` (see [`metric`]).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric(&self.status("/metrics").1, series)
+    }
+
+    /// Waits until one sample of its `/metrics` reads `value`, or panics after `within`.
+    pub fn wait_metric(&self, series: &str, value: f64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, text) = self.status("/metrics");
+            if metric(&text, series) == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} is not {value} after {within:?}:\n{text}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its resident set size (`VmRSS` in `/proc/<pid>/status`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {path}:\n{status}"));
+        kib * 1024
     }
 
     /// Waits for the process to exit by itself (within 60 s).

@@ -2,8 +2,10 @@
 //! make a sink answer what a test needs: 400, 413, 503, or nothing at all. It
 //! records every request with its decompressed body.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One request the stub received.
@@ -55,9 +57,28 @@ impl StubSink {
         StubSink { url, received }
     }
 
+    /// Starts a stub that answers 503 ("down") until `recovered` is set, then 204.
+    pub fn down_until(recovered: Arc<AtomicBool>) -> StubSink {
+        StubSink::start(Box::new(move |_, _| {
+            if recovered.load(Ordering::Relaxed) {
+                (204, vec![], String::new())
+            } else {
+                (503, vec![], "down".into())
+            }
+        }))
+    }
+
     /// Every request so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// How many different lines the requests so far carried (a batch that was
+    /// retried counts once).
+    pub fn distinct_lines(&self) -> usize {
+        let received = self.received.lock().unwrap();
+        let lines: HashSet<&str> = received.iter().flat_map(|r| r.body.lines()).collect();
+        lines.len()
     }
 }
 

@@ -63,6 +63,8 @@ async fn serve(
     let kafka_config = config.kafka.as_ref().expect("checked");
     let running = Running::start(&config, router, chains, metrics.clone()).await?;
     let pipeline = running.pipeline.clone();
+    let dead_letter_queue = running.dlq.health();
+    let _ = status.dead_letter_queue.set(dead_letter_queue.clone());
     boulder::reload::spawn_watcher(Arc::downgrade(&pipeline), runtime, config.clone());
 
     let inputs = Arc::new(Inputs::new(&config.inputs).map_err(anyhow::Error::msg)?);
@@ -104,6 +106,7 @@ async fn serve(
         metrics.clone(),
         &config.pipeline,
         workers,
+        dead_letter_queue,
         stop_consuming,
     )
     .await;
@@ -129,6 +132,7 @@ async fn serve(
 /// `replay` share.
 pub(super) struct Running {
     pub(super) pipeline: Arc<Pipeline>,
+    pub(super) dlq: Arc<Dlq>,
     writers: Vec<tokio::task::JoinHandle<()>>,
     dead_letter_task: tokio::task::JoinHandle<()>,
 }
@@ -144,9 +148,11 @@ impl Running {
     ) -> Result<Running> {
         let kafka_config = config.kafka.as_ref().expect("checked");
         let dlq_config = config.dlq.as_ref().expect("checked");
-        Dlq::ensure_topic(kafka_config, dlq_config)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        if let Err(e) = Dlq::ensure_topic(kafka_config, dlq_config).await {
+            // Not a reason to exit: the first dead letter will wait (and consumption
+            // with it) until the topic can be written, and say so.
+            tracing::error!(topic = %dlq_config.topic, error = %e, "the dead-letter topic is not usable; dead letters will be retried until it is");
+        }
         let dlq = Arc::new(
             Dlq::new(kafka_config, dlq_config, metrics.clone())
                 .context("creating the dead-letter producer")?,
@@ -206,6 +212,7 @@ impl Running {
         ));
         Ok(Running {
             pipeline,
+            dlq,
             writers,
             dead_letter_task,
         })

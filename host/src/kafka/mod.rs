@@ -9,6 +9,7 @@
 pub mod ack;
 
 use crate::config::{InputConfig, KafkaConfig, PipelineConfig};
+use crate::dlq::Health;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::pipeline::{Consumed, Pipeline};
 use ack::Tracker;
@@ -248,8 +249,9 @@ pub fn consumer(
 }
 
 /// Consumes until `shutdown`, grouping messages by `pipeline.batch_messages` and
-/// `pipeline.linger` and running up to `workers` groups at once; waits for the
-/// groups in flight, then commits what is stored.
+/// `pipeline.linger` and running up to `workers` groups at once, and pausing while
+/// the dead-letter queue cannot be written; waits for the groups in flight, then
+/// commits what is stored.
 #[allow(clippy::too_many_arguments)]
 pub async fn consume(
     consumer: Arc<BoulderConsumer>,
@@ -259,14 +261,30 @@ pub async fn consume(
     metrics: Arc<Metrics>,
     config: &PipelineConfig,
     workers: usize,
+    dead_letter_queue: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(workers));
     let mut group: Vec<Consumed> = Vec::with_capacity(config.batch_messages);
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
+        if !dead_letter_queue.is_writable() {
+            // Every later message could need the queue too, and none of them
+            // can be committed past the waiting dead letter anyway: taking more
+            // would only pile them up in memory.
+            dispatch(&mut group, &pipeline, &permits).await;
+            deadline = None;
+            tracing::warn!("consumption paused until the dead-letter queue can be written");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = dead_letter_queue.writable() => {}
+            }
+            tracing::info!("consumption resumed: the dead-letter queue is writable");
+            continue;
+        }
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = dead_letter_queue.blocked() => continue,
             _ = sleep_until(deadline), if deadline.is_some() => {
                 dispatch(&mut group, &pipeline, &permits).await;
                 deadline = None;
