@@ -236,7 +236,17 @@ pub fn consumer(
         // New topics matching a regex are found within this time.
         .set("topic.metadata.refresh.interval.ms", "30000")
         // Statistics feed the consumer-lag metric.
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // Messages fetched ahead and not yet taken: librdkafka's default, 64 MiB,
+        // is most of Boulder's memory while an output is down; 16 MiB still keeps
+        // four partitions of ~150 B points fed at several hundred thousand
+        // points per second (scripts/bench.sh).
+        .set("queued.max.messages.kbytes", "16384")
+        // Consumption waits while outputs retry (up to max_retry_time, 1 h by
+        // default) or the dead-letter queue is blocked; librdkafka's 5 minutes
+        // would make it leave the group then, and rejoin to read again what is in
+        // flight.
+        .set("max.poll.interval.ms", "7200000");
     for (k, v) in &kafka.options {
         config.set(k, v);
     }
