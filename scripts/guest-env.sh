@@ -11,7 +11,9 @@
 # Sets BOULDER_GUEST_CARGO to the cargo to use and BOULDER_GUEST_TOOLCHAIN to a
 # description; returns non-zero with a message when neither way is available.
 
-if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+# The list is read whole: `| grep -q` would fail under a caller's pipefail when
+# grep stops reading early.
+if [[ $'\n'$(rustup target list --installed 2>/dev/null)$'\n' == *$'\n'wasm32-unknown-unknown$'\n'* ]]; then
     BOULDER_GUEST_CARGO=cargo
     BOULDER_GUEST_TOOLCHAIN="rustup wasm32-unknown-unknown"
 elif [ -x /usr/bin/rustc ] && [ -x /usr/bin/cargo ] && command -v wasm-ld-22 >/dev/null; then

@@ -24,7 +24,11 @@ cargo build --release --quiet -p boulder
 # they are fresh when the tests begin; stop what we started, and if a test fails,
 # show whether the services were still up and what they logged.
 started_services=false
-if ! scripts/services.sh status | grep -q "down"; then
+# Read whole before searching: `status | grep -q` under pipefail fails whenever
+# grep exits before status has written its last line, which read as "all up"
+# and left the services unstarted.
+services_status=$(scripts/services.sh status)
+if [[ $services_status != *down* ]]; then
     echo "test: services already running; leaving them running" >&2
 else
     scripts/services.sh start

@@ -21,7 +21,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 wasmtime::component::bindgen!({
-    path: "../tests/guests/boundary-bench/wit",
+    path: "../tests/guests/boundary-bench/boundary.wit",
     world: "boundary",
 });
 
