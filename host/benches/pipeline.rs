@@ -278,17 +278,6 @@ fn encoding(c: &mut Criterion) {
             })
         });
     }
-    let mut compressor = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).unwrap());
-    group.bench_function("line-protocol+libdeflate-1", |b| {
-        b.iter(|| {
-            text.clear();
-            line_protocol::write_batch(&input, &mut text);
-            let mut out = vec![0; compressor.gzip_compress_bound(text.len())];
-            let n = compressor.gzip_compress(&text, &mut out).unwrap();
-            out.truncate(n);
-            black_box(out)
-        })
-    });
     group.finish();
 }
 
