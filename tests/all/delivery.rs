@@ -589,6 +589,11 @@ fn two_processes_in_one_group_one_stopping_mid_stream_deliver_every_point() {
     let (messages, lines) = (80, 100);
     produce_owned(&name, &stream(&name, messages, lines));
     wait_writing(&a);
+    // A clean stop, not a kill: when a member dies without leaving, Tansu 0.6.0
+    // rebalances once its session expires but gives the dead member's partitions
+    // back to it, so they stall (2 of 4 runs with `a.kill()`; see the closing note
+    // of the delivery issue). kill_9_in_the_middle_of_a_stream_then_restart_loses_nothing
+    // covers a killed process with one member.
     assert!(a.stop().success());
     // b takes over a's partitions when a leaves the group, and delivers the rest.
     wait_for_distinct(
