@@ -120,8 +120,8 @@ log "building boulder (release) and the guests"
 cargo build --release --quiet -p boulder
 scripts/build-guests.sh
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-if port_open "${kafka#*:}" && port_open "${vm##*:}"; then
+services_status=$(scripts/services.sh status)
+if [[ $services_status != *down* ]]; then
     log "services already running; leaving them running"
 else
     scripts/services.sh start

@@ -172,13 +172,7 @@ struct Part {
 /// (`lines`) at line boundaries, a line longer than `max` alone and cut short;
 /// anything else (a message's original bytes, meaningless in pieces) cut short.
 fn parts(value: &[u8], lines: bool, max: usize) -> Vec<Part> {
-    if value.len() <= max {
-        return vec![Part {
-            bytes: 0..value.len(),
-            truncated_from: None,
-        }];
-    }
-    if !lines {
+    if !lines && value.len() > max {
         return vec![Part {
             bytes: 0..max,
             truncated_from: Some(value.len()),
@@ -186,37 +180,29 @@ fn parts(value: &[u8], lines: bool, max: usize) -> Vec<Part> {
     }
     let mut parts = Vec::new();
     let mut start = 0;
-    while start < value.len() {
-        if value.len() - start <= max {
-            parts.push(Part {
-                bytes: start..value.len(),
-                truncated_from: None,
-            });
-            break;
-        }
-        let part = match value[start..start + max].iter().rposition(|&b| b == b'\n') {
-            Some(last) => Part {
-                bytes: start..start + last + 1,
-                truncated_from: None,
-            },
-            None => {
-                let line = value[start..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(value.len() - start, |i| i + 1);
-                let part = Part {
-                    bytes: start..start + max,
-                    truncated_from: Some(line),
-                };
-                start += line;
-                parts.push(part);
-                continue;
-            }
+    loop {
+        let rest = &value[start..];
+        // How much this record holds, and where the next one starts.
+        let (len, next, truncated_from) = if rest.len() <= max {
+            (rest.len(), value.len(), None)
+        } else if let Some(last) = rest[..max].iter().rposition(|&b| b == b'\n') {
+            (last + 1, start + last + 1, None)
+        } else {
+            let line = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1);
+            (max, start + line, Some(line))
         };
-        start = part.bytes.end;
-        parts.push(part);
+        parts.push(Part {
+            bytes: start..start + len,
+            truncated_from,
+        });
+        start = next;
+        if start >= value.len() {
+            return parts;
+        }
     }
-    parts
 }
 
 /// Whether the dead-letter queue can be written: reported by the producer, waited

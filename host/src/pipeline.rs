@@ -408,12 +408,12 @@ impl Pipeline {
         let mut origins: Vec<u32> = batch.points.iter().map(|p| p.origin).collect();
         origins.sort_unstable();
         origins.dedup();
-        for output in &tenant.outputs {
+        let send = |output: &OutputHandle, lines: Vec<u8>| {
             // Waiting here for budget is the backpressure: this worker, and so
             // consumption, pauses until outputs have written enough.
             let in_flight = self.budget.blocking_take(points);
             let chunk = Chunk {
-                lines: lines.clone(),
+                lines,
                 points,
                 acks: origins
                     .iter()
@@ -426,6 +426,13 @@ impl Pipeline {
                 // messages are consumed again.
                 tracing::error!(output = %output.name, points = chunk.points, "output writer has stopped; its points will be consumed again");
             }
+        };
+        // The last output takes the text itself; only the others need a copy.
+        if let Some((last, others)) = tenant.outputs.split_last() {
+            for output in others {
+                send(output, lines.clone());
+            }
+            send(last, lines);
         }
     }
 

@@ -3,13 +3,13 @@
 //! replaced; a stop that cannot flush exits by
 //! its deadline and loses nothing (the next process writes what it could not).
 
-use boulder_tests::root;
 use boulder_tests::services::{
     base_config_with_dlq, committed_offset, consume_all, create_topic, distinct_samples, export,
     headers, metric, now_ms, produce, require_services, unique, vm_a, wait_for_distinct,
     wait_for_samples, Boulder,
 };
 use boulder_tests::stub_sink::StubSink;
+use boulder_tests::{poll, root, wait_until};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -237,11 +237,12 @@ fn a_stop_that_cannot_flush_exits_by_its_deadline_and_the_next_process_writes_th
     // A sink that never takes the write: the point stays in flight.
     let down = StubSink::start(Box::new(|_, _| (503, vec![], "down".into())));
     let first = Boulder::run(&format!("{name}-1"), &base(&name, &output(&down.url)));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while down.received().is_empty() {
-        assert!(Instant::now() < deadline, "{}", first.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "a write attempt",
+        Duration::from_secs(30),
+        || first.log(),
+        || !down.received().is_empty(),
+    );
     let stopping = Instant::now();
     let log = first.log.clone();
     let status = first.stop();
@@ -257,11 +258,12 @@ fn a_stop_that_cannot_flush_exits_by_its_deadline_and_the_next_process_writes_th
     // The same group, a sink that works: the point was not committed, so it comes again.
     let up = StubSink::start(Box::new(|_, _| (204, vec![], String::new())));
     let second = Boulder::run(&format!("{name}-2"), &base(&name, &output(&up.url)));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while up.received().is_empty() {
-        assert!(Instant::now() < deadline, "{}", second.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "a write",
+        Duration::from_secs(60),
+        || second.log(),
+        || !up.received().is_empty(),
+    );
     assert_eq!(up.received()[0].body, format!("{line}\n"));
     assert!(second.stop().success());
     assert!(consume_all(&format!("{name}-dlq"), 1, Duration::from_secs(3)).is_empty());
@@ -502,17 +504,14 @@ fn kill_once_writing(boulder: Boulder) -> f64 {
 
 /// Waits until a process's metrics say it has written points; returns how many.
 fn wait_writing(boulder: &Boulder) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    poll(Duration::from_secs(60), Duration::from_millis(5), || {
         let (_, text) = boulder.status("/metrics");
         let series = r#"boulder_points_written_total{tenant="ops",output="ops-1"}"#;
-        let written = metric(&text, series).unwrap_or(0.0);
-        if written > 0.0 {
-            return written;
+        match metric(&text, series).unwrap_or(0.0) {
+            written if written > 0.0 => Ok(written),
+            _ => Err(format!("nothing written:\n{}", boulder.log())),
         }
-        assert!(Instant::now() < deadline, "{}", boulder.log());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    })
 }
 
 fn produce_owned(topic: &str, messages: &[(String, Vec<u8>)]) {
@@ -581,11 +580,12 @@ fn two_processes_in_one_group_one_stopping_mid_stream_deliver_every_point() {
     let a = Boulder::run(&format!("{name}-a"), &crash_config(&name));
     let b = Boulder::run(&format!("{name}-b"), &crash_config(&name));
     // Both in the group before the stream starts.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(a.log().contains("partitions assigned") && b.log().contains("partitions assigned")) {
-        assert!(Instant::now() < deadline, "{}\n{}", a.log(), b.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "both in the group",
+        Duration::from_secs(60),
+        || format!("{}\n{}", a.log(), b.log()),
+        || a.log().contains("partitions assigned") && b.log().contains("partitions assigned"),
+    );
     let (messages, lines) = (80, 100);
     produce_owned(&name, &stream(&name, messages, lines));
     wait_writing(&a);
@@ -867,18 +867,14 @@ fn a_dead_letter_queue_that_cannot_be_written_stops_consumption_until_it_can() {
 
 /// Waits until group `topic` has committed `offset` on partition 0 of `topic`.
 fn wait_committed(topic: &str, offset: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let committed = committed_offset(topic, topic, 0);
-        if committed == Some(offset) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "committed {committed:?}, not {offset}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    poll(
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || match committed_offset(topic, topic, 0) {
+            Some(committed) if committed == offset => Ok(()),
+            committed => Err(format!("committed {committed:?}, not {offset}")),
+        },
+    )
 }
 
 /// Dead letters larger than a record may be (here the producer's

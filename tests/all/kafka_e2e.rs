@@ -420,11 +420,12 @@ fn a_regex_subscription_picks_up_a_topic_created_after_start() {
         ),
     );
     // Let it join the group with no matching topic yet.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !boulder.log().contains("boulder running") {
-        assert!(std::time::Instant::now() < deadline, "{}", boulder.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    boulder_tests::wait_until(
+        "boulder running",
+        Duration::from_secs(30),
+        || boulder.log(),
+        || boulder.log().contains("boulder running"),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let late = format!("{name}-late");
     create_topic(&late, 1);

@@ -8,8 +8,9 @@ use boulder_tests::services::{
     Boulder,
 };
 use boulder_tests::stub_sink::StubSink;
+use boulder_tests::wait_until;
 use rdkafka::Message;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Produces `lines` as one message and runs one tenant (no chain) writing to `sink`.
 fn run_against(
@@ -46,23 +47,6 @@ fn lines(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("m,i={i} v={i}.5 {}", (now + i as i64) * 1_000_000))
         .collect()
-}
-
-fn wait_until(
-    what: &str,
-    within: Duration,
-    log: impl Fn() -> String,
-    mut done: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -10,6 +10,38 @@ use boulder::runtime::{Runtime, RuntimeSettings};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Calls `attempt` every `every` until it gives a value, and returns it; panics
+/// with the last "not yet" reason once `within` has passed.
+pub fn poll<T>(
+    within: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(why) if Instant::now() >= deadline => panic!("after {within:?}: {why}"),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
+/// Waits until `done()`, checking every 50 ms; panics after `within` naming `what`,
+/// with `log()` (usually a process's log).
+pub fn wait_until(
+    what: &str,
+    within: Duration,
+    log: impl Fn() -> String,
+    mut done: impl FnMut() -> bool,
+) {
+    poll(within, Duration::from_millis(50), || match done() {
+        true => Ok(()),
+        false => Err(format!("timed out waiting for {what}\n{}", log())),
+    })
+}
 
 /// The repository's root.
 pub fn root() -> PathBuf {

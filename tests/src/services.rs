@@ -3,7 +3,7 @@
 //! VictoriaMetrics instances. Also the tests' own Kafka producer and the
 //! `boulder run` child process.
 
-use crate::{boulder_bin, root};
+use crate::{boulder_bin, poll, root};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -294,22 +294,15 @@ impl Boulder {
     /// The address of its status endpoint, from its log (configs in tests listen on
     /// port 0).
     pub fn status_addr(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        poll(Duration::from_secs(30), Duration::from_millis(50), || {
             let log = self.log();
-            if let Some(line) = log
+            let line = log
                 .lines()
                 .find(|l| l.contains("status endpoint listening"))
-            {
-                let addr = line.split("addr=").nth(1).expect("addr= in the line");
-                return addr.split_whitespace().next().unwrap().to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no status endpoint in the log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .ok_or_else(|| format!("no status endpoint in the log:\n{log}"))?;
+            let addr = line.split("addr=").nth(1).expect("addr= in the line");
+            Ok(addr.split_whitespace().next().unwrap().to_owned())
+        })
     }
 
     /// GETs a path of its status endpoint: `(status code, body)`.
@@ -324,19 +317,13 @@ impl Boulder {
 
     /// Waits until one sample of its `/metrics` reads `value`, or panics after `within`.
     pub fn wait_metric(&self, series: &str, value: f64, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
+        poll(within, Duration::from_millis(100), || {
             let (_, text) = self.status("/metrics");
-            if metric(&text, series) == Some(value) {
-                return;
+            match metric(&text, series) == Some(value) {
+                true => Ok(()),
+                false => Err(format!("{series} is not {value}:\n{text}\n{}", self.log())),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{series} is not {value} after {within:?}:\n{text}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// Whether the process is still running.
@@ -358,18 +345,14 @@ impl Boulder {
 
     /// Waits for the process to exit by itself (within 60 s).
     pub fn wait(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "boulder did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.exit_within(Duration::from_secs(60))
+    }
+
+    fn exit_within(&mut self, within: Duration) -> std::process::ExitStatus {
+        poll(within, Duration::from_millis(50), || {
+            let status = self.child.try_wait().unwrap();
+            status.ok_or_else(|| format!("boulder did not exit:\n{}", self.log()))
+        })
     }
 
     /// Kills the process at once (SIGKILL): nothing is flushed or committed.
@@ -380,18 +363,15 @@ impl Boulder {
 
     /// Waits until it has started consuming (its signal handlers are installed).
     pub fn wait_running(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.log().contains("boulder running") {
+        poll(Duration::from_secs(60), Duration::from_millis(50), || {
+            if self.log().contains("boulder running") {
+                return Ok(());
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("boulder exited ({status}) before running:\n{}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "boulder did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            Err(format!("boulder did not start:\n{}", self.log()))
+        })
     }
 
     /// Sends SIGTERM (once it is running) and waits for a clean exit.
@@ -400,18 +380,7 @@ impl Boulder {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "boulder did not stop within 30 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.exit_within(Duration::from_secs(30))
     }
 }
 
@@ -488,20 +457,17 @@ pub fn wait_for_distinct(
     within: Duration,
     log: impl Fn() -> String,
 ) {
-    let deadline = Instant::now() + within;
-    loop {
+    let n = poll(within, Duration::from_millis(500), || {
         let n = distinct_samples(&export(vm, selector));
-        if n >= want {
-            assert_eq!(n, want, "more distinct samples than sent");
-            return;
+        match n >= want {
+            true => Ok(n),
+            false => Err(format!(
+                "{vm} holds {n} of {want} distinct samples for {selector}\n{}",
+                log()
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{vm} holds {n} of {want} distinct samples for {selector}\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    });
+    assert_eq!(n, want, "more distinct samples than sent");
 }
 
 /// Polls `export` until it holds `samples` samples in all, or panics after `within`.
@@ -512,20 +478,17 @@ pub fn wait_for_samples(
     within: Duration,
     log: impl Fn() -> String,
 ) -> Vec<Series> {
-    let deadline = Instant::now() + within;
-    loop {
+    poll(within, Duration::from_millis(250), || {
         let series = export(vm, selector);
         let n: usize = series.iter().map(|s| s.samples.len()).sum();
-        if n >= samples {
-            return series;
+        match n >= samples {
+            true => Ok(series),
+            false => Err(format!(
+                "{vm} holds {n} of {samples} samples for {selector}: {series:#?}\nboulder log:\n{}",
+                log()
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{vm} holds {n} of {samples} samples for {selector} after {within:?}: {series:#?}\nboulder log:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    })
 }
 
 fn urlencode(s: &str) -> String {

@@ -61,6 +61,7 @@ pub fn decode(
         // somewhere pays for a check per token, so that only its bad lines fail.
         text: std::str::from_utf8(input).ok(),
         pos: 0,
+        string_newlines: 0,
         batch,
     };
     let mut line = 1;
@@ -92,6 +93,7 @@ pub fn decode(
             parser.batch.fields.len(),
             parser.batch.arena.len(),
         );
+        parser.string_newlines = 0;
         let result = parser.point(precision, default_timestamp_ns, source);
         if let Err(reason) = result {
             let b = &mut parser.batch;
@@ -112,10 +114,10 @@ pub fn decode(
                 reason: reason.to_owned(),
             });
         }
-        line += input[start..parser.pos]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
+        // A point (or a failed line) ends at its newline; only string fields can
+        // hold others, and the parser counted those.
+        let ended_line = parser.pos > start && input[parser.pos - 1] == b'\n';
+        line += parser.string_newlines + usize::from(ended_line);
     }
     errors
 }
@@ -124,6 +126,8 @@ struct Parser<'a, 'b> {
     input: &'a [u8],
     text: Option<&'a str>,
     pos: usize,
+    /// Newlines inside string fields of the current point.
+    string_newlines: usize,
     batch: &'b mut Batch,
 }
 
@@ -342,6 +346,10 @@ impl<'a> Parser<'a, '_> {
                     self.pos += 2;
                 }
                 Some(b'"') => break,
+                Some(b'\n') => {
+                    self.string_newlines += 1;
+                    self.pos += 1;
+                }
                 Some(_) => self.pos += 1,
             }
         }

@@ -192,11 +192,12 @@ impl Writer {
             }
             return;
         }
-        let mut parts = vec![lines];
-        while let Some(part) = parts.pop() {
+        // Each part with its number of lines: the whole batch holds `points`; only a
+        // part split after a 413 needs its lines counted.
+        let mut parts = vec![(lines, points)];
+        while let Some((part, lines)) = parts.pop() {
             match self.write_with_retries(&part).await {
                 Outcome::Written => {
-                    let lines = part.iter().filter(|&&b| b == b'\n').count();
                     self.metrics
                         .points_written
                         .get_or_create(&self.labels)
@@ -205,8 +206,9 @@ impl Writer {
                 Outcome::TooLarge => match split_lines(&part) {
                     Some((a, b)) => {
                         tracing::info!(output = %self.name, bytes = part.len(), "sink answered 413; splitting the batch");
-                        parts.push(b.to_vec());
-                        parts.push(a.to_vec());
+                        let in_a = a.iter().filter(|&&c| c == b'\n').count();
+                        parts.push((b.to_vec(), lines - in_a));
+                        parts.push((a.to_vec(), in_a));
                     }
                     None => {
                         self.dead_letter(
