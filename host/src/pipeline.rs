@@ -427,7 +427,10 @@ impl Pipeline {
                 tracing::error!(output = %output.name, points = chunk.points, "output writer has stopped; its points will be consumed again");
             }
         };
-        // The last output takes the text itself; only the others need a copy.
+        // The last output takes the text itself; only the others need a copy. It
+        // may wait in the writer's queue for as long as a sink is down, so it
+        // gives back the room reserved for it (an in-place shrink).
+        lines.shrink_to_fit();
         if let Some((last, others)) = tenant.outputs.split_last() {
             for output in others {
                 send(output, lines.clone());
