@@ -1,33 +1,62 @@
 //! Lifting a quarantine: a quarantined tenant stays so "until its component is
 //! replaced", so a watcher looks at the files of quarantined tenants' components
-//! and, when one changes, loads the tenant's chain again from the same config and
-//! puts it in place. A component that fails to load keeps the tenant quarantined
-//! and is not retried until its file changes again.
+//! and, when one no longer holds what the chain loaded from it, loads the tenant's
+//! chain again from the same config and puts it in place. A replacement that fails
+//! to load keeps the tenant quarantined and is not retried until a file changes
+//! again.
+//!
+//! "Replaced" is judged by content (the SHA-256 the runtime keys components by),
+//! not by when the watcher first looked: a file replaced before the watcher's first
+//! look still counts, and touching a file without changing it does not.
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
+use crate::runtime::component::content_hash;
 use crate::runtime::{Chain, Runtime};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-/// How often the files are looked at; only while some tenant is quarantined.
+/// How often the files are looked at; only quarantined tenants' files are read.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
-/// What a file looked like: its size and modification time (a copy or a rename
-/// over it changes one or the other).
-type Fingerprint = Option<(u64, SystemTime)>;
+/// Size and modification time: a file is hashed again only when one changes.
+type Fingerprint = (u64, SystemTime);
 
-fn fingerprint(path: &PathBuf) -> Fingerprint {
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.len(), meta.modified().ok()?))
 }
 
+/// The content hash of each file, re-read only when its fingerprint changes.
+#[derive(Default)]
+struct Contents(HashMap<PathBuf, (Fingerprint, String)>);
+
+impl Contents {
+    /// The file's content hash now, or `None` if it cannot be read.
+    fn hash(&mut self, path: &Path) -> Option<String> {
+        let Some(now) = fingerprint(path) else {
+            self.0.remove(path);
+            return None;
+        };
+        if let Some((seen, hash)) = self.0.get(path) {
+            if *seen == now {
+                return Some(hash.clone());
+            }
+        }
+        let hash = content_hash(&std::fs::read(path).ok()?);
+        self.0.insert(path.to_owned(), (now, hash.clone()));
+        Some(hash)
+    }
+}
+
 /// Watches until the pipeline is dropped.
 pub fn spawn_watcher(pipeline: Weak<Pipeline>, runtime: Arc<Runtime>, config: Arc<Config>) {
-    // Per tenant: the files of the chain in use, as they were when it loaded.
-    let mut seen: HashMap<String, Vec<(PathBuf, Fingerprint)>> = HashMap::new();
+    let mut contents = Contents::default();
+    // Per tenant: the files' contents when a reload last failed, so a broken
+    // replacement is tried once, not every second.
+    let mut failed: HashMap<String, Vec<Option<String>>> = HashMap::new();
     let spawned = std::thread::Builder::new()
         .name("boulder-reload".into())
         .spawn(move || loop {
@@ -35,35 +64,33 @@ pub fn spawn_watcher(pipeline: Weak<Pipeline>, runtime: Arc<Runtime>, config: Ar
             let Some(pipeline) = pipeline.upgrade() else {
                 return;
             };
-            for tenant in pipeline.tenants() {
-                let files = seen.entry(tenant.name().to_owned()).or_insert_with(|| {
-                    let chain = tenant.chain();
-                    let files = chain.component_files();
-                    files
-                        .into_iter()
-                        .map(|f| (f.clone(), fingerprint(&f)))
-                        .collect()
-                });
-                if !tenant.quarantined() {
+            for tenant in pipeline.tenants().iter().filter(|t| t.quarantined()) {
+                let loaded = tenant.chain().component_files();
+                let now: Vec<Option<String>> =
+                    loaded.iter().map(|(f, _)| contents.hash(f)).collect();
+                let replaced = loaded
+                    .iter()
+                    .zip(&now)
+                    .any(|((_, was), is)| is.as_ref() != Some(was));
+                if !replaced || failed.get(tenant.name()) == Some(&now) {
                     continue;
-                }
-                let changed = files.iter().any(|(f, was)| fingerprint(f) != *was);
-                if !changed {
-                    continue;
-                }
-                for (f, was) in files.iter_mut() {
-                    *was = fingerprint(f);
                 }
                 let Some(tenant_config) = config.tenant(tenant.name()) else {
                     continue;
                 };
                 match Chain::load(&runtime, &config, tenant_config) {
-                    Ok(chain) => pipeline.replace_chain(tenant, chain),
-                    Err(e) => tracing::error!(
-                        tenant = tenant.name(),
-                        error = %e,
-                        "replaced component cannot be loaded: tenant stays quarantined"
-                    ),
+                    Ok(chain) => {
+                        failed.remove(tenant.name());
+                        pipeline.replace_chain(tenant, chain);
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            tenant = tenant.name(),
+                            error = %e,
+                            "replaced component cannot be loaded: tenant stays quarantined"
+                        );
+                        failed.insert(tenant.name().to_owned(), now);
+                    }
                 }
             }
         });

@@ -142,8 +142,29 @@ fn wait_quarantined(boulder: &Boulder, value: f64) {
 
 #[test]
 fn a_quarantined_tenant_flows_again_once_its_component_is_replaced() {
+    requalify(Replaced::AfterQuarantine);
+}
+
+/// The watcher judges "replaced" by content against what the chain loaded, so a
+/// file replaced before the tenant failed (and before the watcher's first look,
+/// a second after start) still lifts the quarantine.
+#[test]
+fn a_component_replaced_before_its_tenant_fails_still_lifts_the_quarantine() {
+    requalify(Replaced::BeforeFailing);
+}
+
+#[derive(PartialEq)]
+enum Replaced {
+    AfterQuarantine,
+    BeforeFailing,
+}
+
+fn requalify(when: Replaced) {
     require_services();
-    let name = unique("requalify");
+    let name = unique(match when {
+        Replaced::AfterQuarantine => "requalify",
+        Replaced::BeforeFailing => "requalify-early",
+    });
     create_topic(&name, 1);
     let dir = root().join("target/test-tmp").join(&name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -178,7 +199,18 @@ fn a_quarantined_tenant_flows_again_once_its_component_is_replaced() {
             ),
         ),
     );
-    // Two panics quarantine the tenant; the third point is dead-lettered unrun.
+    // A fixed component is renamed over the old one.
+    let replace = || {
+        let staged = dir.join("evil.wasm.new");
+        std::fs::copy(boulder_tests::components().join("normalize.wasm"), &staged).unwrap();
+        std::fs::rename(&staged, &evil).unwrap();
+    };
+    if when == Replaced::BeforeFailing {
+        boulder.wait_log("boulder running", Duration::from_secs(30));
+        replace();
+    }
+    // Two panics (of the chain loaded at start) quarantine the tenant; the third
+    // point is dead-lettered unrun.
     produce_owned(&name, &(0..3).map(message).collect::<Vec<_>>());
     let dead = consume_all(&format!("{name}-dlq"), 3, Duration::from_secs(30));
     assert_eq!(dead.len(), 3, "{}", boulder.log());
@@ -186,13 +218,11 @@ fn a_quarantined_tenant_flows_again_once_its_component_is_replaced() {
         headers(&dead[2])["__connect.errors.exception.class.name"],
         "boulder.quarantined"
     );
-    wait_quarantined(&boulder, 1.0);
-
-    // A fixed component is renamed over the old one: the quarantine lifts and
-    // the tenant's next points land.
-    let staged = dir.join("evil.wasm.new");
-    std::fs::copy(boulder_tests::components().join("normalize.wasm"), &staged).unwrap();
-    std::fs::rename(&staged, &evil).unwrap();
+    if when == Replaced::AfterQuarantine {
+        wait_quarantined(&boulder, 1.0);
+        replace();
+    }
+    // The quarantine lifts and the tenant's next points land.
     wait_quarantined(&boulder, 0.0);
     assert!(
         boulder.log().contains("quarantine lifted"),

@@ -420,12 +420,7 @@ fn a_regex_subscription_picks_up_a_topic_created_after_start() {
         ),
     );
     // Let it join the group with no matching topic yet.
-    boulder_tests::wait_until(
-        "boulder running",
-        Duration::from_secs(30),
-        || boulder.log(),
-        || boulder.log().contains("boulder running"),
-    );
+    boulder.wait_log("boulder running", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     let late = format!("{name}-late");
     create_topic(&late, 1);

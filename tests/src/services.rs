@@ -315,6 +315,11 @@ impl Boulder {
         metric(&self.status("/metrics").1, series)
     }
 
+    /// Waits until its log contains `text`, or panics after `within`.
+    pub fn wait_log(&self, text: &str, within: Duration) {
+        crate::wait_until(text, within, || self.log(), || self.log().contains(text));
+    }
+
     /// Waits until one sample of its `/metrics` reads `value`, or panics after `within`.
     pub fn wait_metric(&self, series: &str, value: f64, within: Duration) {
         poll(within, Duration::from_millis(100), || {

@@ -176,12 +176,16 @@ impl Chain {
         &self.tenant
     }
 
-    /// The files of its sandboxed components.
-    pub fn component_files(&self) -> Vec<std::path::PathBuf> {
+    /// The files of its sandboxed components, each with the content hash of what
+    /// was loaded from it.
+    pub fn component_files(&self) -> Vec<(std::path::PathBuf, String)> {
         self.stages
             .iter()
             .filter_map(|s| match s {
-                AnyStage::Wasm(stage) => Some(stage.component().path.clone()),
+                AnyStage::Wasm(stage) => {
+                    let component = stage.component();
+                    Some((component.path.clone(), component.sha256.clone()))
+                }
                 AnyStage::Native(_) => None,
             })
             .collect()

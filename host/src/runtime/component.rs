@@ -78,7 +78,7 @@ impl Runtime {
             path: path.clone(),
             source,
         })?;
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = content_hash(&bytes);
         if let Some(loaded) = self.loaded.0.lock().expect("poisoned").get(&sha256) {
             return Ok(loaded.clone());
         }
@@ -189,6 +189,11 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+/// The key a component is known by: SHA-256 of its bytes, hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {
