@@ -76,7 +76,7 @@ done
 # takes it out of the way. BENCH_KAFKA_OPTIONS="" runs with librdkafka's defaults.
 kafka_options=${BENCH_KAFKA_OPTIONS-'"fetch.wait.max.ms" = "50"'}
 # BENCH_PIPELINE: lines for the [pipeline] table, to try other batch sizes, e.g.
-# BENCH_PIPELINE='batch_messages = 20'. Default: Boulder's defaults.
+# BENCH_PIPELINE='batch_bytes = "256KiB"'. Default: Boulder's defaults.
 pipeline_options=${BENCH_PIPELINE-}
 for tool in python3 curl; do
     command -v "$tool" >/dev/null || { echo "bench: needs $tool (apt-get install $tool)" >&2; exit 1; }

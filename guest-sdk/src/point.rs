@@ -100,7 +100,17 @@ impl<'a> Point<'a> {
     /// Assigns the point to a tenant. Only the router's answer counts; in a
     /// tenant's chain the host ignores a change.
     pub fn set_tenant(&mut self, tenant: &str) {
-        let span = self.intern(self.record().tenant, tenant);
+        // A router gives most points of a batch the tenant it gave the point
+        // before: share that string instead of appending it once per point.
+        let index = self.index();
+        let previous = index
+            .checked_sub(1)
+            .map(|i| self.batch.points[i].tenant)
+            .filter(|&span| self.batch.str(span) == tenant);
+        let span = match previous {
+            Some(span) => span,
+            None => self.intern(self.record().tenant, tenant),
+        };
         self.record_mut().tenant = span;
     }
 

@@ -32,6 +32,8 @@ const GROUP: &str = "boundary";
 const GUEST: &str = "boundary-bench";
 
 fn main() {
+    // As `boulder` itself runs.
+    boulder::allocator::keep_freed_memory();
     if let Err(e) = run() {
         eprintln!("boundary bench: {e:#}");
         std::process::exit(1);

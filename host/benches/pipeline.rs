@@ -326,6 +326,8 @@ fn sandbox_ratio() {
 criterion_group!(benches, decoders, chains, encoding);
 
 fn main() {
+    // As `boulder` itself runs.
+    boulder::allocator::keep_freed_memory();
     benches();
     Criterion::default().configure_from_args().final_summary();
     // `cargo test --benches` runs this in test mode: skip the extra timing there.

@@ -331,12 +331,18 @@ pub struct PipelineConfig {
     /// partitions). Default: 200000 (some tens of MB).
     #[serde(default = "default_max_in_flight_points")]
     pub max_in_flight_points: u32,
-    /// Messages decoded and transformed together, at most. Default: 20 (2,000
-    /// points at 100 lines per message). Every guest instance's memory grows to the
-    /// largest batch it has seen and keeps that size: at 200 messages the four
-    /// built-in stages held ~25 MiB each per worker, for no gain in CPU.
+    /// Messages decoded and transformed together, at most. Default: 1000. A group
+    /// closes at `batch_messages` or `batch_bytes`, whichever comes first.
     #[serde(default = "default_batch_messages")]
     pub batch_messages: usize,
+    /// Message bytes (payloads) decoded and transformed together, at most (one
+    /// message larger than this is a group of its own). Default: 64KiB, some 500
+    /// points of line protocol, whatever the number of points per message. Every
+    /// guest instance's memory grows to the largest batch it has seen and keeps
+    /// that size: `scripts/bench.sh` peaked at 131 MiB with 64 KiB groups against
+    /// 157 MiB with 256 KiB ones, for the same CPU (docs/PERFORMANCE.md).
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: ByteSize,
     /// How long a batch waits for more messages. Default: 20ms.
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub linger: Duration,
@@ -351,6 +357,7 @@ impl Default for PipelineConfig {
             max_in_flight_points: default_max_in_flight_points(),
             shutdown_timeout: default_shutdown_timeout(),
             batch_messages: default_batch_messages(),
+            batch_bytes: default_batch_bytes(),
             linger: default_linger(),
             workers: None,
         }
@@ -423,7 +430,10 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_batch_messages() -> usize {
-    20
+    1000
+}
+fn default_batch_bytes() -> ByteSize {
+    ByteSize::kib(64)
 }
 fn default_linger() -> Duration {
     Duration::from_millis(20)
@@ -568,6 +578,9 @@ impl Config {
         }
         if self.pipeline.batch_messages == 0 {
             return Err(self.invalid("pipeline.batch_messages", "must be at least 1"));
+        }
+        if self.pipeline.batch_bytes.as_u64() == 0 {
+            return Err(self.invalid("pipeline.batch_bytes", "must be at least 1 byte"));
         }
         if self.pipeline.max_in_flight_points == 0 {
             return Err(self.invalid("pipeline.max_in_flight_points", "must be at least 1"));
@@ -728,6 +741,8 @@ mod tests {
             r#"{"default":"ops","rules":[{"tag":"tenant"}]}"#
         );
         assert_eq!(c.runtime.max_wasm_stack, ByteSize::kib(512));
+        assert_eq!(c.pipeline.batch_bytes, ByteSize::kib(64));
+        assert_eq!(c.pipeline.batch_messages, 1000);
     }
 
     #[test]
@@ -767,6 +782,10 @@ mod tests {
             (
                 "[runtime]\nmax_wasm_stack = \"1KiB\"",
                 "runtime.max_wasm_stack",
+            ),
+            (
+                "[pipeline]\nbatch_bytes = \"0B\"",
+                "pipeline.batch_bytes: must be at least 1 byte",
             ),
         ];
         for (text, want) in cases {

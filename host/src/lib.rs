@@ -11,11 +11,13 @@
 //! - [`pipeline`]: one group of messages through all of the above;
 //! - [`reload`]: a quarantined tenant's components replaced while running;
 //!
-//! and around them [`config`], the one file that describes a deployment, and
-//! [`metrics`] with the [`status`] endpoint that exposes them.
+//! and around them [`config`], the one file that describes a deployment,
+//! [`metrics`] with the [`status`] endpoint that exposes them, and [`allocator`]
+//! settings.
 //! The `boulder` binary (`src/main.rs`, `src/cli/`) wires them into commands.
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod config;
 pub mod decode;
 pub mod dlq;

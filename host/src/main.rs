@@ -7,6 +7,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    boulder::allocator::keep_freed_memory();
     let args = cli::Args::parse();
     cli::init_logging();
     match cli::run(args) {

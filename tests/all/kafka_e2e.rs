@@ -445,3 +445,69 @@ fn a_regex_subscription_picks_up_a_topic_created_after_start() {
     );
     assert!(boulder.stop().success());
 }
+
+#[test]
+fn messages_are_grouped_by_payload_bytes() {
+    require_services();
+    let name = unique("batch-bytes");
+    create_topic(&name, 1);
+    let now = now_ms();
+    // Ten messages of ten lines each, all of one length.
+    let messages: Vec<String> = (0..10)
+        .map(|m| {
+            (0..10)
+                .map(|l| {
+                    let i = m * 10 + l;
+                    format!("m,test={name} v={i:03} {:019}\n", (now + i) * 1_000_000)
+                })
+                .collect()
+        })
+        .collect();
+    let size = messages[0].len();
+    assert!(messages.iter().all(|m| m.len() == size));
+    let keyed: Vec<(&str, Vec<u8>)> = messages
+        .iter()
+        .map(|m| ("k", m.clone().into_bytes()))
+        .collect();
+    produce(&name, &keyed);
+    // A group closes at two messages' bytes; the linger is far longer than the
+    // test waits, so only the byte bound can close a group.
+    let boulder = Boulder::run(
+        &name,
+        &base_config(
+            &name,
+            "",
+            &format!(
+                r#"
+                [pipeline]
+                batch_bytes = "{bytes}B"
+                linger = "10min"
+
+                [[inputs]]
+                topics = ["{name}"]
+                format = "influx-line"
+
+                [[tenants]]
+                name = "ops"
+                chain = {CHAIN}
+                outputs = {output}
+                "#,
+                bytes = 2 * size,
+                output = output(&vm_a()),
+            ),
+        ),
+    );
+    wait_for_samples(
+        &vm_a(),
+        &format!(r#"{{test="{name}"}}"#),
+        100,
+        Duration::from_secs(60),
+        || boulder.log(),
+    );
+    assert_eq!(
+        boulder.metric("boulder_batch_seconds_count"),
+        Some(5.0),
+        "{}",
+        boulder.log()
+    );
+}

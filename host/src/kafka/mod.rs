@@ -258,8 +258,8 @@ pub fn consumer(
     Ok(consumer)
 }
 
-/// Consumes until `shutdown`, grouping messages by `pipeline.batch_messages` and
-/// `pipeline.linger` and running up to `workers` groups at once, and pausing while
+/// Consumes until `shutdown`, grouping messages by `pipeline.batch_messages`,
+/// `pipeline.batch_bytes` and `pipeline.linger` and running up to `workers` groups at once, and pausing while
 /// the dead-letter queue cannot be written; waits for the groups in flight, then
 /// commits what is stored.
 #[allow(clippy::too_many_arguments)]
@@ -275,15 +275,13 @@ pub async fn consume(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(workers));
-    let mut group: Vec<Consumed> = Vec::with_capacity(config.batch_messages);
-    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut group = Group::default();
     loop {
         if !dead_letter_queue.is_writable() {
             // Every later message could need the queue too, and none of them
             // can be committed past the waiting dead letter anyway: taking more
             // would only pile them up in memory.
             dispatch(&mut group, &pipeline, &permits).await;
-            deadline = None;
             tracing::warn!("consumption paused until the dead-letter queue can be written");
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -295,9 +293,8 @@ pub async fn consume(
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = dead_letter_queue.blocked() => continue,
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            _ = sleep_until(group.deadline), if group.deadline.is_some() => {
                 dispatch(&mut group, &pipeline, &permits).await;
-                deadline = None;
                 continue;
             }
             m = consumer.recv() => m,
@@ -321,25 +318,26 @@ pub async fn consume(
             .messages_consumed
             .get_or_create(&Metrics::format(input.format.name()))
             .inc();
-        group.push(Consumed {
-            topic,
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().unwrap_or_default().to_vec(),
-            timestamp_ns: message
-                .timestamp()
-                .to_millis()
-                .filter(|&ms| ms > 0)
-                .and_then(|ms| ms.checked_mul(1_000_000)),
-            format: input.format.into(),
-            precision: input.precision(),
-            ack,
-        });
-        deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.linger);
-        if group.len() >= config.batch_messages {
+        group.push(
+            config,
+            Consumed {
+                topic,
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                timestamp_ns: message
+                    .timestamp()
+                    .to_millis()
+                    .filter(|&ms| ms > 0)
+                    .and_then(|ms| ms.checked_mul(1_000_000)),
+                format: input.format.into(),
+                precision: input.precision(),
+                ack,
+            },
+        );
+        if group.is_full(config) {
             dispatch(&mut group, &pipeline, &permits).await;
-            deadline = None;
         }
     }
     dispatch(&mut group, &pipeline, &permits).await;
@@ -356,11 +354,40 @@ pub fn commit(consumer: &BoulderConsumer) {
     }
 }
 
-async fn dispatch(group: &mut Vec<Consumed>, pipeline: &Arc<Pipeline>, permits: &Arc<Semaphore>) {
-    if group.is_empty() {
+/// The messages that will be processed together.
+#[derive(Default)]
+struct Group {
+    messages: Vec<Consumed>,
+    // Their payload bytes.
+    bytes: u64,
+    // When the group goes out even if not full: `linger` after its first message.
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Group {
+    fn push(&mut self, config: &PipelineConfig, message: Consumed) {
+        self.bytes += message.payload.len() as u64;
+        self.messages.push(message);
+        self.deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + config.linger);
+    }
+
+    fn is_full(&self, config: &PipelineConfig) -> bool {
+        self.messages.len() >= config.batch_messages || self.bytes >= config.batch_bytes.as_u64()
+    }
+
+    /// The messages, leaving the group empty.
+    fn take(&mut self) -> Vec<Consumed> {
+        (self.bytes, self.deadline) = (0, None);
+        std::mem::take(&mut self.messages)
+    }
+}
+
+async fn dispatch(group: &mut Group, pipeline: &Arc<Pipeline>, permits: &Arc<Semaphore>) {
+    let messages = group.take();
+    if messages.is_empty() {
         return;
     }
-    let messages = std::mem::take(group);
     // Waiting for a permit is the backpressure: no more than `workers` groups in
     // flight, and consumption pauses while they are.
     let permit = permits.clone().acquire_owned().await.expect("never closed");

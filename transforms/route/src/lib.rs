@@ -133,10 +133,46 @@ pub struct Route {
     unrouted: Unrouted,
     fan_out: bool,
     // Points of a batch mostly share a topic: remember which rules' topic regexes
-    // matched the last one instead of running them per point.
+    // matched the last one instead of running them per point (and skip the topic
+    // altogether when no rule has a regex).
+    has_topic_rules: bool,
     last_topic: String,
     topic_matches: Vec<bool>,
-    tenants: Vec<String>,
+    // The point's tenants; their strings are reused from point to point, so
+    // routing allocates nothing once warm.
+    tenants: Tenants,
+}
+
+/// A list of tenant names whose buffers outlive `clear`.
+#[derive(Default)]
+struct Tenants {
+    names: Vec<String>,
+    len: usize,
+}
+
+impl Tenants {
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn as_slice(&self) -> &[String] {
+        &self.names[..self.len]
+    }
+
+    /// Adds `name` unless it is already there.
+    fn add(&mut self, name: &str) {
+        if self.as_slice().iter().any(|t| t == name) {
+            return;
+        }
+        match self.names.get_mut(self.len) {
+            Some(buffer) => {
+                buffer.clear();
+                buffer.push_str(name);
+            }
+            None => self.names.push(name.to_owned()),
+        }
+        self.len += 1;
+    }
 }
 
 impl Transform for Route {
@@ -156,18 +192,21 @@ impl Transform for Route {
         }
         let n = rules.len();
         Ok(Route {
+            has_topic_rules: rules.iter().any(|r| r.topic.is_some()),
             rules,
             default: p.default,
             unrouted: p.unrouted,
             fan_out: p.fan_out,
             last_topic: String::new(),
             topic_matches: vec![false; n],
-            tenants: Vec::new(),
+            tenants: Tenants::default(),
         })
     }
 
     fn process(&mut self, point: &mut Point<'_>) -> Verdict {
-        if self.last_topic != point.source_topic() || self.last_topic.is_empty() {
+        if self.has_topic_rules
+            && (self.last_topic != point.source_topic() || self.last_topic.is_empty())
+        {
             self.last_topic.clear();
             self.last_topic.push_str(point.source_topic());
             for (rule, matches) in self.rules.iter().zip(&mut self.topic_matches) {
@@ -180,17 +219,15 @@ impl Transform for Route {
         self.tenants.clear();
         for (rule, &topic_matches) in self.rules.iter().zip(&self.topic_matches) {
             if let Some(tenant) = rule.tenant_for(point, topic_matches) {
-                if !self.tenants.iter().any(|t| t == tenant) {
-                    self.tenants.push(tenant.to_owned());
-                }
+                self.tenants.add(tenant);
                 if !self.fan_out {
                     break;
                 }
             }
         }
-        if self.tenants.is_empty() {
+        if self.tenants.as_slice().is_empty() {
             match &self.default {
-                Some(default) => self.tenants.push(default.clone()),
+                Some(default) => self.tenants.add(default),
                 None => {
                     return match self.unrouted {
                         Unrouted::DeadLetter => Verdict::dead_letter("no route matched"),
@@ -199,7 +236,7 @@ impl Transform for Route {
                 }
             }
         }
-        for (i, tenant) in self.tenants.iter().enumerate() {
+        for (i, tenant) in self.tenants.as_slice().iter().enumerate() {
             if i > 0 {
                 point.split();
             }
@@ -276,6 +313,46 @@ mod tests {
         assert_eq!(tenants(&out), vec![(0, "a"), (0, "b")]);
         // Both copies are the whole point.
         assert_eq!(out.kept[0].tags, out.kept[1].tags);
+    }
+
+    /// Tenant names are kept in reused buffers and a point may share the previous
+    /// point's tenant string: neither may leak one point's tenants into the next.
+    #[test]
+    fn consecutive_points_get_their_own_tenants() {
+        let params = r#"{"fan_out":true,"rules":[
+            {"tag":"tenant"},
+            {"tag":"also"}],"default":"ops"}"#;
+        let out = route(
+            params,
+            &[
+                point("m").tag("tenant", "longer-name").field("v", 1.0),
+                point("m").tag("tenant", "b").field("v", 1.0),
+                point("m")
+                    .tag("tenant", "b")
+                    .tag("also", "c")
+                    .field("v", 1.0),
+                point("m").tag("also", "b").field("v", 1.0),
+                point("m").field("v", 1.0),
+                point("m").field("v", 1.0),
+                point("m")
+                    .tag("tenant", "ops")
+                    .tag("also", "ops")
+                    .field("v", 1.0),
+            ],
+        );
+        assert_eq!(
+            tenants(&out),
+            vec![
+                (0, "longer-name"),
+                (1, "b"),
+                (2, "b"),
+                (2, "c"),
+                (3, "b"),
+                (4, "ops"),
+                (5, "ops"),
+                (6, "ops"),
+            ]
+        );
     }
 
     #[test]
