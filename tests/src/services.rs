@@ -212,6 +212,23 @@ pub fn consume_all(
     records
 }
 
+/// Dead letters in the order of the messages they came from (partition, then
+/// offset, from their Connect headers): letters are sent concurrently, so the
+/// queue may hold them in another order.
+pub fn by_source(
+    mut letters: Vec<rdkafka::message::OwnedMessage>,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    letters.sort_by_key(|m| {
+        let h = headers(m);
+        let number = |key: &str| h.get(key).and_then(|v| v.parse::<i64>().ok()).unwrap_or(-1);
+        (
+            number("__connect.errors.partition"),
+            number("__connect.errors.offset"),
+        )
+    });
+    letters
+}
+
 /// The config every end-to-end test shares: the built components and a shared
 /// compile cache, the broker with consumer group `name` and `kafka_options`
 /// (inside the braces of an inline table), dead letters to `<name>-dlq`, the

@@ -48,8 +48,12 @@ pub struct ReplayArgs {
 const STAGES: [&str; 4] = ["decode", "route", "transform", "write"];
 /// Replay ends after this long without a record, even short of the end.
 const IDLE: Duration = Duration::from_secs(5);
-/// ...and this long without a record once past the end.
+/// ...and this long without a record once past the end. Neither clock runs until
+/// the group has given this process its partitions, which takes seconds on a busy
+/// broker...
 const SETTLE: Duration = Duration::from_secs(1);
+/// ...unless that takes longer than this.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn run(args: ReplayArgs) -> Result<()> {
     if let Some(bad) = args.stage.iter().find(|s| !STAGES.contains(&s.as_str())) {
@@ -204,10 +208,20 @@ fn read_and_replay(
     let mut skipped = 0u64;
     let mut last_progress = Instant::now();
     let mut last_record = Instant::now();
+    let (joining, mut assigned) = (Instant::now(), false);
     // Past the ends seen at the start, wait a little for stragglers anyway: a
     // broker's high watermark can lag behind what it serves (seen with Tansu).
     while last_record.elapsed() < if ends.is_empty() { SETTLE } else { IDLE } {
         let message = match consumer.poll(Duration::from_millis(200)) {
+            None if !assigned => {
+                assigned = consumer.assignment().is_ok_and(|a| a.count() > 0);
+                if !assigned && joining.elapsed() > JOIN_TIMEOUT {
+                    bail!("no partition of {topic} was assigned to replay's group within {JOIN_TIMEOUT:?}");
+                }
+                // The idle clock starts once the partitions are ours.
+                last_record = Instant::now();
+                continue;
+            }
             None => continue,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "replay consumer error");

@@ -86,7 +86,11 @@ async fn serve(
 
     consumer.context().set_tracker(tracker.clone());
     let stop_consuming = CancellationToken::new();
+    // The handlers are in place before "boulder running" is said, so a signal
+    // from then on is a clean stop, never the default action.
+    let signals = Signals::install()?;
     tokio::spawn(stop_on_signal(
+        signals,
         stop_consuming.clone(),
         config.pipeline.shutdown_timeout,
     ));
@@ -245,20 +249,16 @@ async fn send_dead_letters(dlq: Arc<Dlq>, mut rx: mpsc::Receiver<DeadLetter>) {
 /// First signal: stop consuming and finish what is in flight. Second signal, or
 /// `pipeline.shutdown_timeout` passing: exit at once. Offsets stored so far were
 /// committed by librdkafka; the rest is consumed again (at-least-once).
-async fn stop_on_signal(shutdown: CancellationToken, deadline: std::time::Duration) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+async fn stop_on_signal(
+    mut signals: Signals,
+    shutdown: CancellationToken,
+    deadline: std::time::Duration,
+) {
+    signals.next().await;
     tracing::info!(deadline = ?deadline, "stopping: finishing what is in flight (a second signal exits at once)");
     shutdown.cancel();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            tracing::warn!("second signal: exiting now; unfinished messages will be consumed again");
-        }
-        _ = term.recv() => {
+        _ = signals.next() => {
             tracing::warn!("second signal: exiting now; unfinished messages will be consumed again");
         }
         _ = tokio::time::sleep(deadline) => {
@@ -266,4 +266,28 @@ async fn stop_on_signal(shutdown: CancellationToken, deadline: std::time::Durati
         }
     }
     std::process::exit(130);
+}
+
+/// SIGINT and SIGTERM, caught from the moment they are installed.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
