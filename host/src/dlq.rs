@@ -234,10 +234,11 @@ impl Health {
         }
     }
 
-    /// A letter's attempt failed; `first` for its first failure.
-    fn failed(&self, first: bool, error: String) {
+    /// An attempt to write a letter failed; `letter_failed` says whether one had
+    /// failed before (the letter is counted once) and is set.
+    fn failed(&self, letter_failed: &mut bool, error: String) {
         let mut blocked = self.blocked.lock().expect("poisoned");
-        blocked.letters += usize::from(first);
+        blocked.letters += usize::from(!std::mem::replace(letter_failed, true));
         blocked.error = error;
         self.gauge.set(1);
         self.writable.send_replace(false);
@@ -505,8 +506,7 @@ impl Dlq {
                 Err(_) => {
                     let waiting = format!("not confirmed after {UNCONFIRMED:?}");
                     tracing::error!(topic = %self.topic, "a dead letter is {waiting}; consumption waits for it");
-                    self.health.failed(!*failed, waiting);
-                    *failed = true;
+                    self.health.failed(failed, waiting);
                     delivery.await
                 }
             };
@@ -526,8 +526,7 @@ impl Dlq {
                     "the broker no longer accepts its producer id",
                 );
             }
-            self.health.failed(!*failed, error.to_string());
-            *failed = true;
+            self.health.failed(failed, error.to_string());
             self.metrics.dead_letter_errors.inc();
             attempt += 1;
             let wait = backoff.next().unwrap_or(Duration::from_secs(10));
@@ -623,9 +622,11 @@ mod tests {
         let health = Health::new("dlq", gauge.clone());
         assert!(health.is_writable() && health.problem().is_none());
         let error = KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopic);
-        health.failed(true, "not confirmed".into());
-        health.failed(false, error.to_string());
-        health.failed(true, error.to_string());
+        let (mut first, mut second) = (false, false);
+        health.failed(&mut first, "not confirmed".into());
+        health.failed(&mut first, error.to_string());
+        health.failed(&mut second, error.to_string());
+        assert!(first && second);
         assert_eq!(gauge.get(), 1);
         let problem = health.problem().unwrap();
         assert!(problem.contains(r#"topic "dlq""#), "{problem}");

@@ -14,46 +14,22 @@ use crate::pipeline::Pipeline;
 use crate::runtime::component::content_hash;
 use crate::runtime::{Chain, Runtime};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-/// How often the files are looked at; only quarantined tenants' files are read.
+/// How often the files are looked at. Only quarantined tenants' files are read and
+/// hashed each time: no cache of what they held, as a quarantine is rare and
+/// hashing a component takes far less than this.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
-/// Size and modification time: a file is hashed again only when one changes.
-type Fingerprint = (u64, SystemTime);
-
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
-}
-
-/// The content hash of each file, re-read only when its fingerprint changes.
-#[derive(Default)]
-struct Contents(HashMap<PathBuf, (Fingerprint, String)>);
-
-impl Contents {
-    /// The file's content hash now, or `None` if it cannot be read.
-    fn hash(&mut self, path: &Path) -> Option<String> {
-        let Some(now) = fingerprint(path) else {
-            self.0.remove(path);
-            return None;
-        };
-        if let Some((seen, hash)) = self.0.get(path) {
-            if *seen == now {
-                return Some(hash.clone());
-            }
-        }
-        let hash = content_hash(&std::fs::read(path).ok()?);
-        self.0.insert(path.to_owned(), (now, hash.clone()));
-        Some(hash)
-    }
+/// The file's content hash now, or `None` if it cannot be read.
+fn content_of(path: &Path) -> Option<String> {
+    std::fs::read(path).ok().map(|bytes| content_hash(&bytes))
 }
 
 /// Watches until the pipeline is dropped.
 pub fn spawn_watcher(pipeline: Weak<Pipeline>, runtime: Arc<Runtime>, config: Arc<Config>) {
-    let mut contents = Contents::default();
     // Per tenant: the files' contents when a reload last failed, so a broken
     // replacement is tried once, not every second.
     let mut failed: HashMap<String, Vec<Option<String>>> = HashMap::new();
@@ -66,8 +42,7 @@ pub fn spawn_watcher(pipeline: Weak<Pipeline>, runtime: Arc<Runtime>, config: Ar
             };
             for tenant in pipeline.tenants().iter().filter(|t| t.quarantined()) {
                 let loaded = tenant.chain().component_files();
-                let now: Vec<Option<String>> =
-                    loaded.iter().map(|(f, _)| contents.hash(f)).collect();
+                let now: Vec<Option<String>> = loaded.iter().map(|(f, _)| content_of(f)).collect();
                 let replaced = loaded
                     .iter()
                     .zip(&now)

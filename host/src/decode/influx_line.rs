@@ -37,9 +37,10 @@ const fn stop_table(stops: &[u8]) -> [u8; 256] {
     }
     table
 }
-const MEASUREMENT_END: [u8; 256] = stop_table(b", ");
-const KEY_END: [u8; 256] = stop_table(b",= ");
-const TAG_VALUE_END: [u8; 256] = stop_table(b", ");
+const MEASUREMENT_END: [u8; 256] = stop_table(MEASUREMENT_SPECIALS);
+const KEY_END: [u8; 256] = stop_table(KEY_SPECIALS);
+/// A tag value ends where a measurement does (`=` is text in it).
+const TAG_VALUE_END: [u8; 256] = MEASUREMENT_END;
 const TIMESTAMP_END: [u8; 256] = stop_table(b" \t\r");
 
 /// Decodes every line of `input` into `batch`, as points of `source`. Returns the

@@ -42,24 +42,34 @@ impl fmt::Display for Unwritable {
     }
 }
 
-const MEASUREMENT_SPECIALS: &[u8] = b", ";
-const KEY_SPECIALS: &[u8] = b",= ";
-
-/// Per byte, whether a string holding it takes the slow, escaping path: a table
-/// look-up per byte instead of a search of the specials.
-const fn needs_care(specials: &[u8]) -> [bool; 256] {
-    let mut table = [false; 256];
-    table[b'\\' as usize] = true;
-    table[b'\n' as usize] = true;
-    let mut i = 0;
-    while i < specials.len() {
-        table[specials[i] as usize] = true;
-        i += 1;
-    }
-    table
+/// What a kind of name escapes: its specials, and per byte whether a string
+/// holding it takes the slow, escaping path (a table look-up per byte instead of a
+/// search of the specials).
+struct Escaping {
+    specials: &'static [u8],
+    needs_care: [bool; 256],
 }
-const MEASUREMENT_CARE: [bool; 256] = needs_care(MEASUREMENT_SPECIALS);
-const KEY_CARE: [bool; 256] = needs_care(KEY_SPECIALS);
+
+impl Escaping {
+    const fn new(specials: &'static [u8]) -> Escaping {
+        let mut needs_care = [false; 256];
+        needs_care[b'\\' as usize] = true;
+        needs_care[b'\n' as usize] = true;
+        let mut i = 0;
+        while i < specials.len() {
+            needs_care[specials[i] as usize] = true;
+            i += 1;
+        }
+        Escaping {
+            specials,
+            needs_care,
+        }
+    }
+}
+
+const MEASUREMENT: Escaping = Escaping::new(b", ");
+/// Tag keys, tag values and field keys.
+const KEY: Escaping = Escaping::new(b",= ");
 
 /// Appends point `index` of `batch` as one line (with its newline) to `out`. On
 /// error `out` is left as it was.
@@ -78,15 +88,15 @@ fn write_point_inner(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(
     if measurement.is_empty() {
         return Err(Unwritable::EmptyMeasurement);
     }
-    write_escaped(out, measurement, MEASUREMENT_SPECIALS, &MEASUREMENT_CARE)?;
+    write_escaped(out, measurement, &MEASUREMENT)?;
     for (key, value) in point.tags() {
         if key.is_empty() || value.is_empty() {
             continue;
         }
         out.push(b',');
-        write_escaped(out, key, KEY_SPECIALS, &KEY_CARE)?;
+        write_escaped(out, key, &KEY)?;
         out.push(b'=');
-        write_escaped(out, value, KEY_SPECIALS, &KEY_CARE)?;
+        write_escaped(out, value, &KEY)?;
     }
     let mut separator = b' ';
     for (key, value) in point.fields() {
@@ -95,7 +105,7 @@ fn write_point_inner(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(
         }
         out.push(separator);
         separator = b',';
-        write_escaped(out, key, KEY_SPECIALS, &KEY_CARE)?;
+        write_escaped(out, key, &KEY)?;
         out.push(b'=');
         write_value(out, value);
     }
@@ -135,14 +145,9 @@ fn write_value(out: &mut Vec<u8>, value: FieldValue<'_>) {
     }
 }
 
-fn write_escaped(
-    out: &mut Vec<u8>,
-    s: &str,
-    specials: &[u8],
-    care: &[bool; 256],
-) -> Result<(), Unwritable> {
-    let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| care[b as usize]) {
+fn write_escaped(out: &mut Vec<u8>, s: &str, escaping: &Escaping) -> Result<(), Unwritable> {
+    let (bytes, specials) = (s.as_bytes(), escaping.specials);
+    if !bytes.iter().any(|&b| escaping.needs_care[b as usize]) {
         out.extend_from_slice(bytes);
         return Ok(());
     }

@@ -259,9 +259,9 @@ pub fn consumer(
 }
 
 /// Consumes until `shutdown`, grouping messages by `pipeline.batch_messages`,
-/// `pipeline.batch_bytes` and `pipeline.linger` and running up to `workers` groups at once, and pausing while
-/// the dead-letter queue cannot be written; waits for the groups in flight, then
-/// commits what is stored.
+/// `pipeline.batch_bytes` and `pipeline.linger`, running up to `workers` groups at
+/// once, and pausing while the dead-letter queue cannot be written; waits for the
+/// groups in flight, then commits what is stored.
 #[allow(clippy::too_many_arguments)]
 pub async fn consume(
     consumer: Arc<BoulderConsumer>,

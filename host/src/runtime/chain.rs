@@ -13,6 +13,7 @@ use super::{Failure, LoadError, Runtime, StageError, StageId};
 use crate::config::{params_json, Config, Limits, StageConfig, TenantConfig};
 use crate::encode::line_protocol;
 use boulder_batch::{codec, Batch};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 /// A point that a stage (or the router) did not keep.
@@ -57,20 +58,20 @@ impl Origins {
     }
 
     /// A stage's rejections as [`Rejected`] points, rendered from its input. Fails
-    /// if a rejection names a point the input does not have.
+    /// (blaming the stage) if a rejection names a point the input does not have.
     fn rejected(
         &self,
         stage: &StageId,
         input: &Batch,
         rejections: &[Rejection],
-    ) -> Result<Vec<Rejected>, Failure> {
+    ) -> Result<Vec<Rejected>, StageError> {
         rejections
             .iter()
             .map(|r| {
-                let point = input
-                    .points
-                    .get(r.point)
-                    .ok_or_else(|| rejection_out_of_range(r.point, input.len()))?;
+                let point = input.points.get(r.point).ok_or_else(|| StageError {
+                    stage: stage.clone(),
+                    failure: rejection_out_of_range(r.point, input.len()),
+                })?;
                 Ok(Rejected {
                     stage: stage.clone(),
                     dead_letter: r.dead_letter,
@@ -124,13 +125,23 @@ impl Between {
         }
     }
 
-    fn decode(&self) -> Result<Batch, Failure> {
+    /// The batch, decoded (and validated) if it is still encoded.
+    fn decode(&self) -> Result<Cow<'_, Batch>, Failure> {
         match self {
-            Between::Decoded(batch) => Ok(batch.clone()),
-            Between::Encoded(bytes) => {
-                codec::decode(bytes).map_err(|e| Failure::MalformedOutput(e.to_string()))
-            }
+            Between::Decoded(batch) => Ok(Cow::Borrowed(batch)),
+            Between::Encoded(bytes) => codec::decode(bytes)
+                .map(Cow::Owned)
+                .map_err(|e| Failure::MalformedOutput(e.to_string())),
         }
+    }
+
+    /// The batch, owned; itself back if it does not decode.
+    fn into_decoded(self) -> Result<Batch, Between> {
+        if let Between::Decoded(batch) = self {
+            return Ok(batch);
+        }
+        let decoded = self.decode().map(Cow::into_owned);
+        decoded.map_err(|_| self)
     }
 }
 
@@ -222,19 +233,12 @@ impl Chain {
         for (k, stage) in self.stages.iter().enumerate() {
             let output = match stage {
                 AnyStage::Native(native) => {
-                    let input = match current {
-                        Between::Decoded(batch) => batch,
-                        encoded => match encoded.decode() {
-                            Ok(batch) => batch,
-                            Err(_) => return Err(self.culprit(&trail, encoded, None, k)),
-                        },
+                    let input = match current.into_decoded() {
+                        Ok(batch) => batch,
+                        Err(encoded) => return Err(self.culprit(&trail, encoded, None, k)),
                     };
                     let output = native.process(&input);
-                    let lines = origins.rejected(stage.id(), &input, &output.rejections);
-                    rejected.extend(lines.map_err(|failure| StageError {
-                        stage: stage.id().clone(),
-                        failure,
-                    })?);
+                    rejected.extend(origins.rejected(stage.id(), &input, &output.rejections)?);
                     trail.push((Between::Decoded(input), output.rejections));
                     current = Between::Decoded(output.batch);
                     continue;
@@ -264,25 +268,19 @@ impl Chain {
                     Ok(input) => input,
                     Err(_) => return Err(self.culprit(&trail, current, None, k)),
                 };
-                let lines = origins.rejected(stage.id(), &input, &rejections);
-                rejected.extend(lines.map_err(|failure| StageError {
-                    stage: stage.id().clone(),
-                    failure,
-                })?);
+                rejected.extend(origins.rejected(stage.id(), &input, &rejections)?);
             }
             trail.push((
                 std::mem::replace(&mut current, Between::Encoded(bytes)),
                 rejections,
             ));
         }
-        let Ok(mut batch) = current.decode() else {
-            let last = self.stages.len();
-            return Err(self.culprit(&trail, current, None, last));
+        let last = self.stages.len();
+        let mut batch = match current.into_decoded() {
+            Ok(batch) if accounts_for_every_point(&batch, &trail, origins.len()) => batch,
+            Ok(batch) => return Err(self.culprit(&trail, Between::Decoded(batch), None, last)),
+            Err(encoded) => return Err(self.culprit(&trail, encoded, None, last)),
         };
-        if !accounts_for_every_point(&batch, &trail, origins.len()) {
-            let last = self.stages.len();
-            return Err(self.culprit(&trail, Between::Decoded(batch), None, last));
-        }
         origins.restore(&mut batch);
         Ok(ChainOutput { batch, rejected })
     }
@@ -416,12 +414,8 @@ impl Router {
         let mut batch = input.clone();
         let origins = Origins::number(&mut batch);
         let output = self.stage.process(&batch)?;
-        let lines = origins.rejected(self.stage.id(), &batch, &output.rejections);
         let mut routed = RouteOutput {
-            rejected: lines.map_err(|failure| StageError {
-                stage: self.stage.id().clone(),
-                failure,
-            })?,
+            rejected: origins.rejected(self.stage.id(), &batch, &output.rejections)?,
             ..RouteOutput::default()
         };
         let mut out = output.batch;

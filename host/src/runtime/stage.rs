@@ -243,12 +243,13 @@ impl Stage {
         })
     }
 
-    /// Runs one batch through the stage and checks the answer against the input
-    /// (see [`check_output`]). `input` is the decoded form of `input_bytes`; its
-    /// points' origins must be distinct (the [`super::Chain`] numbers them).
+    /// Runs one batch through the stage ([`Stage::call`]) and checks the answer
+    /// against the input ([`check_answer`]). `input` is the decoded form of
+    /// `input_bytes`; its points' origins must be distinct (the [`super::Chain`]
+    /// numbers them).
     pub fn process(&self, input: &Batch, input_bytes: &[u8]) -> Result<StageOutput, StageError> {
         let raw = self.call(input_bytes)?;
-        check_output(input, input_bytes.len(), raw, &self.limits).map_err(|failure| StageError {
+        check_answer(input, raw).map_err(|failure| StageError {
             stage: (*self.id).clone(),
             failure,
         })
@@ -336,23 +337,6 @@ fn output_limit(input_len: usize, limits: &Limits) -> usize {
     input_len
         .saturating_mul(limits.max_output_ratio as usize)
         .saturating_add(OUTPUT_SLACK_BYTES)
-}
-
-/// Checks a guest's answer against its input: size, then [`check_answer`].
-pub(crate) fn check_output(
-    input: &Batch,
-    input_len: usize,
-    output: RawOutput,
-    limits: &Limits,
-) -> Result<StageOutput, Failure> {
-    if output.bytes.len() > output_limit(input_len, limits) {
-        return Err(Failure::OutputTooLarge {
-            output: output.bytes.len(),
-            input: input_len,
-            ratio: limits.max_output_ratio,
-        });
-    }
-    check_answer(input, output)
 }
 
 /// Checks a guest's answer against its input: encoding, and that every input point
