@@ -11,9 +11,9 @@ use boulder_batch::{
 /// comparison. Tags and fields keep their order; `set_*` replaces the first entry
 /// with the same key or appends a new one.
 pub struct Point<'a> {
-    // The output batch; the point being edited is always its last point, so its tags
-    // and fields are the last entries of `batch.tags` and `batch.fields` and can grow
-    // or shrink in place.
+    // The output batch; the point being edited is always its last point. Its tag and
+    // field records are its own (no other point's span covers them): they shrink in
+    // place, and move to the end of `batch.tags` or `batch.fields` to grow.
     batch: &'a mut Batch,
     // The input point, which `split` copies again.
     input: &'a Batch,
@@ -22,8 +22,22 @@ pub struct Point<'a> {
 
 impl<'a> Point<'a> {
     /// Starts editing a copy of `input`'s point `input_index`, appended to `batch`.
-    pub(crate) fn copy_of(batch: &'a mut Batch, input: &'a Batch, input_index: usize) -> Point<'a> {
-        push_copy(batch, input, input_index);
+    ///
+    /// With `records_in_place`, `batch` starts with copies of all of `input`'s tag
+    /// and field records and no two input points share any (see `transform_batch`),
+    /// so this first copy of the point uses its records where they are: a point
+    /// kept as it is costs one record, not one per tag and field.
+    pub(crate) fn copy_of(
+        batch: &'a mut Batch,
+        input: &'a Batch,
+        input_index: usize,
+        records_in_place: bool,
+    ) -> Point<'a> {
+        if records_in_place {
+            batch.points.push(input.points[input_index]);
+        } else {
+            push_copy(batch, input, input_index);
+        }
         Point {
             batch,
             input,
@@ -31,24 +45,29 @@ impl<'a> Point<'a> {
         }
     }
 
+    #[inline]
     fn index(&self) -> usize {
         self.batch.points.len() - 1
     }
 
+    #[inline]
     fn record(&self) -> &PointRecord {
         &self.batch.points[self.index()]
     }
 
+    #[inline]
     fn record_mut(&mut self) -> &mut PointRecord {
         let i = self.index();
         &mut self.batch.points[i]
     }
 
+    #[inline]
     fn view(&self) -> PointRef<'_> {
         self.batch.point(self.index())
     }
 
     /// Appends `s` unless `current` already holds it, and returns its span.
+    #[inline]
     fn intern(&mut self, current: Span, s: &str) -> Span {
         if self.batch.str(current) == s {
             current
@@ -60,11 +79,13 @@ impl<'a> Point<'a> {
     // ---- measurement, timestamp, context ----
 
     /// The measurement (metric name).
+    #[inline]
     pub fn measurement(&self) -> &str {
         self.batch.str(self.record().measurement)
     }
 
     /// Renames the measurement.
+    #[inline]
     pub fn set_measurement(&mut self, measurement: &str) {
         let span = self.intern(self.record().measurement, measurement);
         self.record_mut().measurement = span;
@@ -88,7 +109,7 @@ impl<'a> Point<'a> {
 
     /// The wire format the point was decoded from.
     pub fn format(&self) -> Format {
-        // The SDK validates every batch, so the format code is known.
+        // The host checks every batch it passes, so the format code is known.
         self.view().format().unwrap_or(Format::InfluxLine)
     }
 
@@ -117,6 +138,7 @@ impl<'a> Point<'a> {
     // ---- tags ----
 
     /// The tags, as `(key, value)`, in order.
+    #[inline]
     pub fn tags(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
         let batch: &Batch = self.batch;
         batch
@@ -131,6 +153,7 @@ impl<'a> Point<'a> {
     }
 
     /// Number of tags.
+    #[inline]
     pub fn tag_count(&self) -> usize {
         self.record().tags.len as usize
     }
@@ -139,6 +162,7 @@ impl<'a> Point<'a> {
     ///
     /// # Panics
     /// If `index >= tag_count()`.
+    #[inline]
     pub fn tag_at(&self, index: usize) -> (&str, &str) {
         let t = self.tag_record(index);
         (self.batch.str(t.key), self.batch.str(t.value))
@@ -151,6 +175,7 @@ impl<'a> Point<'a> {
             Some(i) => self.set_tag_value_at(i, value),
             None => {
                 let (key, value) = (self.batch.push_str(key), self.batch.push_str(value));
+                self.move_tags_to_end();
                 self.batch.tags.push(TagRecord { key, value });
                 self.record_mut().tags.len += 1;
             }
@@ -158,6 +183,7 @@ impl<'a> Point<'a> {
     }
 
     /// Renames the tag at `index`.
+    #[inline]
     pub fn set_tag_key_at(&mut self, index: usize, key: &str) {
         let span = self.intern(self.tag_record(index).key, key);
         self.tag_record_mut(index).key = span;
@@ -184,7 +210,8 @@ impl<'a> Point<'a> {
     /// Removes the tag at `index`.
     pub fn remove_tag_at(&mut self, index: usize) {
         let absolute = self.tag_absolute(index);
-        self.batch.tags.remove(absolute);
+        let end = self.record().tags.end() as usize;
+        self.batch.tags.copy_within(absolute + 1..end, absolute);
         self.record_mut().tags.len -= 1;
     }
 
@@ -201,16 +228,19 @@ impl<'a> Point<'a> {
         }
     }
 
+    #[inline]
     fn tag_absolute(&self, index: usize) -> usize {
         let tags = self.record().tags;
         assert!(index < tags.len as usize, "tag index {index} out of range");
         tags.start as usize + index
     }
 
+    #[inline]
     fn tag_record(&self, index: usize) -> TagRecord {
         self.batch.tags[self.tag_absolute(index)]
     }
 
+    #[inline]
     fn tag_record_mut(&mut self, index: usize) -> &mut TagRecord {
         let i = self.tag_absolute(index);
         &mut self.batch.tags[i]
@@ -219,6 +249,7 @@ impl<'a> Point<'a> {
     // ---- fields ----
 
     /// The fields, as `(key, value)`, in order.
+    #[inline]
     pub fn fields(&self) -> impl ExactSizeIterator<Item = (&str, FieldValue<'_>)> + '_ {
         let batch: &Batch = self.batch;
         batch
@@ -233,6 +264,7 @@ impl<'a> Point<'a> {
     }
 
     /// Number of fields.
+    #[inline]
     pub fn field_count(&self) -> usize {
         self.record().fields.len as usize
     }
@@ -241,6 +273,7 @@ impl<'a> Point<'a> {
     ///
     /// # Panics
     /// If `index >= field_count()`.
+    #[inline]
     pub fn field_at(&self, index: usize) -> (&str, FieldValue<'_>) {
         let f = self.field_record(index);
         (self.batch.str(f.key), self.batch.field_value(&f))
@@ -254,6 +287,7 @@ impl<'a> Point<'a> {
             None => {
                 let key = self.batch.push_str(key);
                 let (kind, bits) = self.batch.field_bits(value);
+                self.move_fields_to_end();
                 self.batch.fields.push(FieldRecord {
                     key,
                     kind: kind as u32,
@@ -265,6 +299,7 @@ impl<'a> Point<'a> {
     }
 
     /// Renames the field at `index`.
+    #[inline]
     pub fn set_field_key_at(&mut self, index: usize, key: &str) {
         let span = self.intern(self.field_record(index).key, key);
         self.field_record_mut(index).key = span;
@@ -293,7 +328,8 @@ impl<'a> Point<'a> {
     /// Removes the field at `index`.
     pub fn remove_field_at(&mut self, index: usize) {
         let absolute = self.field_absolute(index);
-        self.batch.fields.remove(absolute);
+        let end = self.record().fields.end() as usize;
+        self.batch.fields.copy_within(absolute + 1..end, absolute);
         self.record_mut().fields.len -= 1;
     }
 
@@ -310,6 +346,7 @@ impl<'a> Point<'a> {
         }
     }
 
+    #[inline]
     fn field_absolute(&self, index: usize) -> usize {
         let fields = self.record().fields;
         assert!(
@@ -319,10 +356,12 @@ impl<'a> Point<'a> {
         fields.start as usize + index
     }
 
+    #[inline]
     fn field_record(&self, index: usize) -> FieldRecord {
         self.batch.fields[self.field_absolute(index)]
     }
 
+    #[inline]
     fn field_record_mut(&mut self, index: usize) -> &mut FieldRecord {
         let i = self.field_absolute(index);
         &mut self.batch.fields[i]
@@ -352,11 +391,35 @@ impl<'a> Point<'a> {
     pub fn split(&mut self) {
         push_copy(self.batch, self.input, self.input_index);
     }
+
+    // ---- growing ----
+
+    /// Makes this point's tags the last records of `batch.tags`, so that one more
+    /// can be pushed. The records left behind are referred to by nothing.
+    fn move_tags_to_end(&mut self) {
+        let span = self.record().tags;
+        if span.end() != self.batch.tags.len() as u64 {
+            let start = self.batch.tags.len() as u32;
+            self.batch.tags.extend_from_within(span.range());
+            self.record_mut().tags.start = start;
+        }
+    }
+
+    /// [`Point::move_tags_to_end`] for fields.
+    fn move_fields_to_end(&mut self) {
+        let span = self.record().fields;
+        if span.end() != self.batch.fields.len() as u64 {
+            let start = self.batch.fields.len() as u32;
+            self.batch.fields.extend_from_within(span.range());
+            self.record_mut().fields.start = start;
+        }
+    }
 }
 
-/// Appends a copy of `input`'s point `index` to `out`, whose arena starts with a copy
-/// of `input`'s arena (so the point's string spans stay valid).
-pub(crate) fn push_copy(out: &mut Batch, input: &Batch, index: usize) {
+/// Appends a copy of `input`'s point `index` to `out`, with tag and field records
+/// of its own at the end of `out`'s. `out`'s arena starts with a copy of `input`'s
+/// (so the point's string spans stay valid).
+fn push_copy(out: &mut Batch, input: &Batch, index: usize) {
     let point = input.points[index];
     let tags_start = out.tags.len() as u32;
     out.tags.extend_from_slice(input.tags_of(&point));

@@ -38,6 +38,19 @@ impl Verdict {
     }
 }
 
+/// Whether every point's tag and field records follow the previous point's, with
+/// none shared: true of every batch the host builds and of every answer of this SDK.
+fn records_are_disjoint(batch: &Batch) -> bool {
+    let (mut tags_end, mut fields_end) = (0, 0);
+    batch.points.iter().all(|p| {
+        let disjoint =
+            u64::from(p.tags.start) >= tags_end && u64::from(p.fields.start) >= fields_end;
+        tags_end = tags_end.max(p.tags.end());
+        fields_end = fields_end.max(p.fields.end());
+        disjoint
+    })
+}
+
 /// An input point that the transform did not keep.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
@@ -56,7 +69,8 @@ pub(crate) fn process_bytes<T: Transform>(
     transform: &mut T,
     input: &[u8],
 ) -> Result<(Vec<u8>, Vec<Rejection>), ProcessError> {
-    let input = codec::decode(input).map_err(ProcessError::InvalidBatch)?;
+    // Not validated again here: the host checks every batch it passes to a guest.
+    let input = codec::decode_trusted(input).map_err(ProcessError::InvalidBatch)?;
     let (output, rejections) = transform_batch(transform, &input);
     Ok((codec::encode(&output), rejections))
 }
@@ -71,13 +85,25 @@ pub fn transform_batch<T: Transform>(transform: &mut T, input: &Batch) -> (Batch
         arena: input.arena.clone(),
         sources: input.sources.clone(),
         points: Vec::with_capacity(input.points.len()),
-        tags: Vec::with_capacity(input.tags.len()),
-        fields: Vec::with_capacity(input.fields.len()),
+        tags: Vec::new(),
+        fields: Vec::new(),
     };
+    // Copied whole, once, for each point's first copy to use in place (see
+    // `Point::copy_of`); a dropped point's records stay, referred to by nothing.
+    // Not when input points share records: editing one would change the other.
+    let records_in_place = records_are_disjoint(input);
+    if records_in_place {
+        output.tags = input.tags.clone();
+        output.fields = input.fields.clone();
+    } else {
+        output.tags.reserve(input.tags.len());
+        output.fields.reserve(input.fields.len());
+    }
     let mut rejections = Vec::new();
     for index in 0..input.points.len() {
         let mark = (output.points.len(), output.tags.len(), output.fields.len());
-        let verdict = transform.process(&mut Point::copy_of(&mut output, input, index));
+        let mut point = Point::copy_of(&mut output, input, index, records_in_place);
+        let verdict = transform.process(&mut point);
         if !matches!(verdict, Verdict::Keep) {
             // Forget the copies made for this point; strings it appended stay in the
             // arena unreferenced, which is cheaper than compacting.
@@ -91,4 +117,122 @@ pub fn transform_batch<T: Transform>(transform: &mut T, input: &Batch) -> (Batch
         }
     }
     (output, rejections)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{from_batch, point, run, to_batch};
+    use crate::{FieldValue, Params};
+
+    /// Edits by measurement: `grow` gets a tag and a field, `shrink` loses its
+    /// first tag and field, `drop` is dropped after being edited, `split` is split
+    /// in two with a tag each.
+    struct Editor;
+
+    impl Transform for Editor {
+        fn init(_: Params) -> Result<Self, String> {
+            Ok(Editor)
+        }
+
+        fn process(&mut self, p: &mut Point<'_>) -> Verdict {
+            match p.measurement() {
+                "grow" => {
+                    p.set_tag("added", "yes");
+                    p.set_field("extra", FieldValue::Int(7));
+                }
+                "shrink" => {
+                    p.remove_tag_at(0);
+                    p.remove_field_at(0);
+                }
+                "drop" => {
+                    p.set_tag("added", "never seen");
+                    p.remove_field_at(0);
+                    return Verdict::drop("dropped");
+                }
+                "split" => {
+                    p.set_tag("copy", "1");
+                    p.split();
+                    p.set_tag("copy", "2");
+                }
+                _ => {}
+            }
+            Verdict::Keep
+        }
+    }
+
+    fn input() -> Vec<crate::testing::TestPoint> {
+        ["keep", "grow", "shrink", "drop", "split", "keep"]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                point(m)
+                    .tag("a", &format!("a{i}"))
+                    .tag("b", &format!("b{i}"))
+                    .field("x", i as i64)
+                    .field("y", 1.5)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn edits_grow_shrink_split_and_drop_points_between_untouched_ones() {
+        let out = run(&mut Editor, &input());
+        let base = |m: &str, i: usize| {
+            point(m)
+                .tag("a", &format!("a{i}"))
+                .tag("b", &format!("b{i}"))
+                .field("x", i as i64)
+                .field("y", 1.5)
+        };
+        let split = |copy: &str| {
+            point("split")
+                .tag("a", "a4")
+                .tag("b", "b4")
+                .tag("copy", copy)
+                .field("x", 4i64)
+                .field("y", 1.5)
+        };
+        assert_eq!(
+            out.kept,
+            vec![
+                base("keep", 0),
+                point("grow")
+                    .tag("a", "a1")
+                    .tag("b", "b1")
+                    .tag("added", "yes")
+                    .field("x", 1i64)
+                    .field("y", 1.5)
+                    .field("extra", 7i64),
+                point("shrink").tag("b", "b2").field("y", 1.5),
+                split("1"),
+                split("2"),
+                base("keep", 5),
+            ]
+        );
+        assert_eq!(out.dropped(), vec![(3, "dropped")]);
+    }
+
+    #[test]
+    fn points_that_share_records_are_edited_apart() {
+        // Two points whose spans cover the same tag and field records, as a guest
+        // may answer: shrinking the first must not shrink the second.
+        let mut input = to_batch(&[point("shrink").tag("a", "1").tag("b", "2").field("x", 1i64)]);
+        let mut twin = input.points[0];
+        twin.measurement = input.push_str("keep");
+        input.points.push(twin);
+        input.validate().unwrap();
+        assert!(!records_are_disjoint(&input));
+
+        let (output, rejections) = transform_batch(&mut Editor, &input);
+        output.validate().unwrap();
+        assert!(rejections.is_empty());
+        assert_eq!(
+            from_batch(&output),
+            vec![
+                point("shrink").tag("b", "2"),
+                point("keep").tag("a", "1").tag("b", "2").field("x", 1i64),
+            ]
+        );
+    }
 }

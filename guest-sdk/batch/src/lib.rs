@@ -42,11 +42,13 @@ impl Span {
     pub const EMPTY: Span = Span { start: 0, len: 0 };
 
     /// The span as a `usize` range, for slicing.
+    #[inline]
     pub fn range(self) -> Range<usize> {
         self.start as usize..self.start as usize + self.len as usize
     }
 
     /// One past the last index, without overflow.
+    #[inline]
     pub fn end(self) -> u64 {
         u64::from(self.start) + u64::from(self.len)
     }
@@ -231,6 +233,7 @@ impl Batch {
 
     /// The string a span refers to; empty if the span is out of range or splits a
     /// character (which [`Batch::validate`] rules out).
+    #[inline]
     pub fn str(&self, span: Span) -> &str {
         self.arena.get(span.range()).unwrap_or("")
     }
@@ -349,6 +352,7 @@ impl Batch {
     ///
     /// # Panics
     /// If `index` is out of range.
+    #[inline]
     pub fn point(&self, index: usize) -> PointRef<'_> {
         PointRef::new(self, index)
     }
@@ -359,16 +363,19 @@ impl Batch {
     }
 
     /// The tag records of a point.
+    #[inline]
     pub fn tags_of(&self, point: &PointRecord) -> &[TagRecord] {
         self.tags.get(point.tags.range()).unwrap_or(&[])
     }
 
     /// The field records of a point.
+    #[inline]
     pub fn fields_of(&self, point: &PointRecord) -> &[FieldRecord] {
         self.fields.get(point.fields.range()).unwrap_or(&[])
     }
 
     /// The typed value of a field record.
+    #[inline]
     pub fn field_value(&self, field: &FieldRecord) -> FieldValue<'_> {
         match FieldKind::from_code(field.kind) {
             Some(FieldKind::Float) => FieldValue::Float(f64::from_bits(field.bits)),

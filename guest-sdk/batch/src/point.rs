@@ -38,6 +38,7 @@ pub struct PointRef<'a> {
 }
 
 impl<'a> PointRef<'a> {
+    #[inline]
     pub(crate) fn new(batch: &'a Batch, index: usize) -> PointRef<'a> {
         PointRef {
             batch,
@@ -46,16 +47,19 @@ impl<'a> PointRef<'a> {
     }
 
     /// The underlying record.
+    #[inline]
     pub fn record(&self) -> &'a PointRecord {
         self.record
     }
 
     /// The measurement (metric name).
+    #[inline]
     pub fn measurement(&self) -> &'a str {
         self.batch.str(self.record.measurement)
     }
 
     /// The tags, as `(key, value)`, in order.
+    #[inline]
     pub fn tags(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + 'a {
         let batch = self.batch;
         batch
@@ -70,6 +74,7 @@ impl<'a> PointRef<'a> {
     }
 
     /// The fields, as `(key, value)`, in order.
+    #[inline]
     pub fn fields(&self) -> impl ExactSizeIterator<Item = (&'a str, FieldValue<'a>)> + 'a {
         let batch = self.batch;
         batch
@@ -84,11 +89,13 @@ impl<'a> PointRef<'a> {
     }
 
     /// Nanoseconds since the Unix epoch.
+    #[inline]
     pub fn timestamp_ns(&self) -> i64 {
         self.record.timestamp_ns
     }
 
     /// The topic the point was read from.
+    #[inline]
     pub fn source_topic(&self) -> &'a str {
         self.batch
             .sources
@@ -98,6 +105,7 @@ impl<'a> PointRef<'a> {
     }
 
     /// The wire format the point was decoded from.
+    #[inline]
     pub fn format(&self) -> Option<Format> {
         self.batch
             .sources
@@ -106,11 +114,13 @@ impl<'a> PointRef<'a> {
     }
 
     /// The tenant the router assigned; empty before routing.
+    #[inline]
     pub fn tenant(&self) -> &'a str {
         self.batch.str(self.record.tenant)
     }
 
     /// The host's opaque reference to the point's origin.
+    #[inline]
     pub fn origin(&self) -> u32 {
         self.record.origin
     }

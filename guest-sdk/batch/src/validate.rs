@@ -1,6 +1,8 @@
 //! The checks that make a batch from untrusted bytes safe to read.
 
-use crate::{string_span, Batch, FieldKind, Format, Span};
+use crate::{
+    string_span, Batch, FieldKind, FieldRecord, Format, PointRecord, SourceRecord, Span, TagRecord,
+};
 use std::fmt;
 
 /// Why a batch is malformed. Names the record and what is wrong, never the data.
@@ -54,11 +56,115 @@ impl Batch {
     /// UTF-8 characters.
     ///
     /// After this succeeds the accessors of [`Batch`] and [`crate::PointRef`] return
-    /// exactly what the records say. The host runs it on every guest's output and the
-    /// guest SDK on every input, so neither side trusts the other's bytes.
+    /// exactly what the records say. The host checks every batch it passes to a
+    /// guest and every answer ([`crate::codec::check`] does the same on the bytes).
     pub fn validate(&self) -> Result<(), BatchError> {
-        for (i, s) in self.sources.iter().enumerate() {
-            self.check_str(s.topic, || format!("source {i} topic"))?;
+        self.parts().validate()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn find_fault(&self) -> Result<(), BatchError> {
+        self.parts().find_fault()
+    }
+
+    fn parts(
+        &self,
+    ) -> Parts<
+        '_,
+        Vector<'_, SourceRecord>,
+        Vector<'_, PointRecord>,
+        Vector<'_, TagRecord>,
+        Vector<'_, FieldRecord>,
+    > {
+        Parts {
+            arena: &self.arena,
+            sources: self.sources.iter().copied(),
+            points: self.points.iter().copied(),
+            tags: self.tags.iter().copied(),
+            fields: self.fields.iter().copied(),
+        }
+    }
+}
+
+/// A [`Batch`]'s vector of records, read by value.
+type Vector<'a, R> = std::iter::Copied<std::slice::Iter<'a, R>>;
+
+/// An array of records as validation reads it: a batch's vector, or still-encoded
+/// bytes. Read twice at most (the quick pass, then the thorough one).
+pub(crate) trait Records<R>: ExactSizeIterator<Item = R> + Clone {}
+
+impl<R, I: ExactSizeIterator<Item = R> + Clone> Records<R> for I {}
+
+/// What validation reads of a batch, in whichever form the batch is.
+pub(crate) struct Parts<'a, S, P, T, F> {
+    /// The string arena, already known to be UTF-8 as a whole.
+    pub arena: &'a str,
+    pub sources: S,
+    pub points: P,
+    pub tags: T,
+    pub fields: F,
+}
+
+impl<S, P, T, F> Parts<'_, S, P, T, F>
+where
+    S: Records<SourceRecord>,
+    P: Records<PointRecord>,
+    T: Records<TagRecord>,
+    F: Records<FieldRecord>,
+{
+    /// [`Batch::validate`].
+    pub fn validate(self) -> Result<(), BatchError> {
+        if self.is_plainly_valid() {
+            return Ok(());
+        }
+        self.find_fault()
+    }
+
+    /// The usual case, decided in a few branch-free passes: an ASCII arena (where
+    /// every index is a character boundary) and every span, index and code in
+    /// range. `false` says only "look closer": [`Parts::find_fault`] names what is
+    /// wrong, or finds nothing wrong in a valid non-ASCII batch.
+    fn is_plainly_valid(&self) -> bool {
+        let arena = self.arena.len() as u64;
+        let sources = self.sources.clone().fold(0, |end, s| {
+            let known = Format::from_code(s.format).is_some();
+            end.max(if known { s.topic.end() } else { u64::MAX })
+        });
+        let tags = self
+            .tags
+            .clone()
+            .fold(0, |end, t| end.max(t.key.end()).max(t.value.end()));
+        let fields = self.fields.clone().fold(0, |end, f| {
+            let value = match FieldKind::from_code(f.kind) {
+                Some(FieldKind::String) => string_span(f.bits).end(),
+                Some(_) => 0,
+                None => u64::MAX,
+            };
+            end.max(f.key.end()).max(value)
+        });
+        let (strings, tag_ends, field_ends, source) = self.points.clone().fold(
+            (0, 0, 0, 0),
+            |(strings, tag_ends, field_ends, source), p| {
+                (
+                    strings.max(p.measurement.end()).max(p.tenant.end()),
+                    tag_ends.max(p.tags.end()),
+                    field_ends.max(p.fields.end()),
+                    source.max(u64::from(p.source) + 1),
+                )
+            },
+        );
+        sources.max(tags).max(fields).max(strings) <= arena
+            && tag_ends <= self.tags.len() as u64
+            && field_ends <= self.fields.len() as u64
+            && source <= self.sources.len() as u64
+            && self.arena.is_ascii()
+    }
+
+    /// Checks record by record and names the first fault.
+    pub fn find_fault(self) -> Result<(), BatchError> {
+        let (sources, tags, fields) = (self.sources.len(), self.tags.len(), self.fields.len());
+        for (i, s) in self.sources.enumerate() {
+            check_str(self.arena, s.topic, || format!("source {i} topic"))?;
             if Format::from_code(s.format).is_none() {
                 return Err(BatchError::UnknownCode {
                     what: format!("source {i} format"),
@@ -66,16 +172,16 @@ impl Batch {
                 });
             }
         }
-        for (i, t) in self.tags.iter().enumerate() {
-            self.check_str(t.key, || format!("tag {i} key"))?;
-            self.check_str(t.value, || format!("tag {i} value"))?;
+        for (i, t) in self.tags.enumerate() {
+            check_str(self.arena, t.key, || format!("tag {i} key"))?;
+            check_str(self.arena, t.value, || format!("tag {i} value"))?;
         }
-        for (i, f) in self.fields.iter().enumerate() {
-            self.check_str(f.key, || format!("field {i} key"))?;
+        for (i, f) in self.fields.enumerate() {
+            check_str(self.arena, f.key, || format!("field {i} key"))?;
             match FieldKind::from_code(f.kind) {
-                Some(FieldKind::String) => {
-                    self.check_str(string_span(f.bits), || format!("field {i} value"))?
-                }
+                Some(FieldKind::String) => check_str(self.arena, string_span(f.bits), || {
+                    format!("field {i} value")
+                })?,
                 Some(_) => {}
                 None => {
                     return Err(BatchError::UnknownCode {
@@ -85,35 +191,37 @@ impl Batch {
                 }
             }
         }
-        for (i, p) in self.points.iter().enumerate() {
-            self.check_str(p.measurement, || format!("point {i} measurement"))?;
-            self.check_str(p.tenant, || format!("point {i} tenant"))?;
-            check_range(p.tags, self.tags.len(), || format!("point {i} tags"))?;
-            check_range(p.fields, self.fields.len(), || format!("point {i} fields"))?;
-            if p.source as usize >= self.sources.len() {
+        for (i, p) in self.points.enumerate() {
+            check_str(self.arena, p.measurement, || {
+                format!("point {i} measurement")
+            })?;
+            check_str(self.arena, p.tenant, || format!("point {i} tenant"))?;
+            check_range(p.tags, tags, || format!("point {i} tags"))?;
+            check_range(p.fields, fields, || format!("point {i} fields"))?;
+            if p.source as usize >= sources {
                 return Err(BatchError::OutOfRange {
                     what: format!("point {i} source"),
                     span: Span {
                         start: p.source,
                         len: 1,
                     },
-                    limit: self.sources.len(),
+                    limit: sources,
                 });
             }
         }
         Ok(())
     }
+}
 
-    // The arena is a `String`, so it is UTF-8 as a whole (decoding checked it once);
-    // a span is then UTF-8 exactly when both its ends fall on character boundaries.
-    fn check_str(&self, span: Span, what: impl Fn() -> String) -> Result<(), BatchError> {
-        check_range(span, self.arena.len(), &what)?;
-        let (start, end) = (span.start as usize, span.end() as usize);
-        if self.arena.is_char_boundary(start) && self.arena.is_char_boundary(end) {
-            Ok(())
-        } else {
-            Err(BatchError::InvalidUtf8 { what: what() })
-        }
+// The arena is UTF-8 as a whole (decoding checked it once); a span is then UTF-8
+// exactly when both its ends fall on character boundaries.
+fn check_str(arena: &str, span: Span, what: impl Fn() -> String) -> Result<(), BatchError> {
+    check_range(span, arena.len(), &what)?;
+    let (start, end) = (span.start as usize, span.end() as usize);
+    if arena.is_char_boundary(start) && arena.is_char_boundary(end) {
+        Ok(())
+    } else {
+        Err(BatchError::InvalidUtf8 { what: what() })
     }
 }
 

@@ -114,6 +114,7 @@ impl AnyStage {
 /// A batch between two stages, in whichever form the last stage left it.
 enum Between {
     Decoded(Batch),
+    /// A stage's answer as [`Stage::call`] returned it, checked.
     Encoded(Vec<u8>),
 }
 
@@ -125,11 +126,12 @@ impl Between {
         }
     }
 
-    /// The batch, decoded (and validated) if it is still encoded.
+    /// The batch, decoded if it is still encoded (a stage's answer, which
+    /// [`Stage::call`] checked).
     fn decode(&self) -> Result<Cow<'_, Batch>, Failure> {
         match self {
             Between::Decoded(batch) => Ok(Cow::Borrowed(batch)),
-            Between::Encoded(bytes) => codec::decode(bytes)
+            Between::Encoded(bytes) => codec::decode_trusted(bytes)
                 .map(Cow::Owned)
                 .map_err(|e| Failure::MalformedOutput(e.to_string())),
         }
@@ -210,12 +212,13 @@ impl Chain {
     /// Runs a batch through every stage. A stage's failure fails the whole batch:
     /// the caller dead-letters its input.
     ///
-    /// The host opens a guest's answer only where it must: the next guest validates
-    /// its input itself, so an answer is passed on still encoded, decoded only to
-    /// render rejected points, and checked once at the end (every input point kept
-    /// or rejected, no foreign origin). Only when that check fails, or a guest
-    /// refuses its input, are the stages' answers checked one by one to name the
-    /// stage at fault.
+    /// The host opens a guest's answer only where it must. Each answer is checked
+    /// in place as it arrives (layout, spans, indices, codes: a malformed one is
+    /// blamed on its stage at once) and passed on still encoded; it is decoded only
+    /// to render rejected points, and the last one at the end, where the chain's
+    /// accounting is checked once (every input point kept or rejected, no foreign
+    /// origin). Only when that check fails, or a guest refuses its input, are the
+    /// stages' answers checked one by one to name the stage at fault.
     pub fn run(&self, input: &Batch) -> Result<ChainOutput, StageError> {
         let mut batch = input.clone();
         let origins = Origins::number(&mut batch);
@@ -421,10 +424,14 @@ impl Router {
         let mut out = output.batch;
         origins.restore(&mut out);
         let mut by_tenant: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        // Most points get the tenant the point before got: known, no lookup needed.
+        let mut known = "";
         for i in 0..out.len() {
             let tenant = out.point(i).tenant();
             let problem = if tenant.is_empty() {
                 Some("router assigned no tenant")
+            } else if tenant == known {
+                None
             } else if !self.tenants.contains(tenant) {
                 Some("router assigned an unknown tenant")
             } else {
@@ -439,7 +446,10 @@ impl Router {
                     origin: out.points[i].origin,
                     line: line_protocol::point_to_line(&out, i),
                 }),
-                None => by_tenant.entry(tenant).or_default().push(i),
+                None => {
+                    known = tenant;
+                    by_tenant.entry(tenant).or_default().push(i)
+                }
             }
         }
         // The usual case, every point to one tenant, hands the batch over whole.

@@ -256,7 +256,8 @@ impl Stage {
     }
 
     /// Runs one encoded batch through the stage and returns the guest's answer
-    /// unopened, checking only its size: a chain opens only what it needs.
+    /// unopened, checked in place (its size, layout, and every span, index and
+    /// code: [`codec::check`]), so that it may go on to the next guest as it is.
     pub fn call(&self, input_bytes: &[u8]) -> Result<RawOutput, StageError> {
         let fail = |failure| StageError {
             stage: (*self.id).clone(),
@@ -293,6 +294,10 @@ impl Stage {
                 input: input_bytes.len(),
                 ratio: self.limits.max_output_ratio,
             }));
+        }
+        if let Err(e) = codec::check(&output.batch) {
+            // Retired too: the contract promises no second chance after this.
+            return Err(fail(Failure::MalformedOutput(e.to_string())));
         }
         self.checkin(instance);
         Ok(RawOutput {
@@ -341,9 +346,10 @@ fn output_limit(input_len: usize, limits: &Limits) -> usize {
 
 /// Checks a guest's answer against its input: encoding, and that every input point
 /// is accounted for exactly once and no output point claims a foreign origin.
+/// `output` is what [`Stage::call`] returned, so its bytes are checked already.
 pub(crate) fn check_answer(input: &Batch, output: RawOutput) -> Result<StageOutput, Failure> {
-    let batch =
-        codec::decode(&output.bytes).map_err(|e| Failure::MalformedOutput(e.to_string()))?;
+    let batch = codec::decode_trusted(&output.bytes)
+        .map_err(|e| Failure::MalformedOutput(e.to_string()))?;
 
     // Per origin: 0 = not in the input, 1 = in the input, 2 = accounted for.
     let origins = input

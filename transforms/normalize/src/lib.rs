@@ -59,11 +59,12 @@ impl Transform for Normalize {
 /// `s` in lowercase, or `None` when it has no uppercase letter (the common case,
 /// which allocates nothing).
 pub fn lowercase(s: &str) -> Option<String> {
-    let needs = if s.is_ascii() {
-        s.bytes().any(|b| b.is_ascii_uppercase())
-    } else {
-        s.chars().any(char::is_uppercase)
-    };
+    // One pass over the bytes decides for nearly every name: no uppercase ASCII and
+    // nothing beyond ASCII means nothing to do.
+    if !s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        return None;
+    }
+    let needs = s.is_ascii() || s.chars().any(char::is_uppercase);
     needs.then(|| s.to_lowercase())
 }
 
