@@ -62,6 +62,7 @@ pub mod log;
 mod params;
 mod point;
 mod run;
+pub mod scan;
 pub mod testing;
 
 pub use boulder_batch::{FieldValue, Format};

@@ -35,12 +35,18 @@ pub struct Rejected {
 struct Origins(Vec<u32>);
 
 impl Origins {
+    /// The caller's origins of `batch`'s points, before they are numbered.
+    fn of(batch: &Batch) -> Origins {
+        Origins(batch.points.iter().map(|p| p.origin).collect())
+    }
+
+    /// Takes the caller's origins and gives each point its index instead.
     fn number(batch: &mut Batch) -> Origins {
-        let caller = batch.points.iter().map(|p| p.origin).collect();
+        let origins = Origins::of(batch);
         for (i, p) in batch.points.iter_mut().enumerate() {
             p.origin = i as u32;
         }
-        Origins(caller)
+        origins
     }
 
     fn len(&self) -> usize {
@@ -114,7 +120,8 @@ impl AnyStage {
 /// A batch between two stages, in whichever form the last stage left it.
 enum Between {
     Decoded(Batch),
-    /// A stage's answer as [`Stage::call`] returned it, checked.
+    /// Valid bytes: a stage's answer, which [`Stage::call`] checked, or the host's
+    /// own encoding of the chain's input.
     Encoded(Vec<u8>),
 }
 
@@ -126,8 +133,7 @@ impl Between {
         }
     }
 
-    /// The batch, decoded if it is still encoded (a stage's answer, which
-    /// [`Stage::call`] checked).
+    /// The batch, decoded if it is still encoded (valid bytes, so not checked again).
     fn decode(&self) -> Result<Cow<'_, Batch>, Failure> {
         match self {
             Between::Decoded(batch) => Ok(Cow::Borrowed(batch)),
@@ -220,17 +226,24 @@ impl Chain {
     /// origin). Only when that check fails, or a guest refuses its input, are the
     /// stages' answers checked one by one to name the stage at fault.
     pub fn run(&self, input: &Batch) -> Result<ChainOutput, StageError> {
-        let mut batch = input.clone();
-        let origins = Origins::number(&mut batch);
-        if batch.is_empty() || self.stages.is_empty() {
-            origins.restore(&mut batch);
+        if input.is_empty() || self.stages.is_empty() {
             return Ok(ChainOutput {
-                batch,
+                batch: input.clone(),
                 rejected: Vec::new(),
             });
         }
+        let (origins, mut current) = match &self.stages[0] {
+            // Numbered as it is encoded: no copy of the batch just to number it.
+            AnyStage::Wasm(_) => (
+                Origins::of(input),
+                Between::Encoded(codec::encode_numbered(input)),
+            ),
+            AnyStage::Native(_) => {
+                let mut batch = input.clone();
+                (Origins::number(&mut batch), Between::Decoded(batch))
+            }
+        };
         let mut rejected = Vec::new();
-        let mut current = Between::Decoded(batch);
         // What each stage was given and what it rejected, to find the culprit.
         let mut trail: Vec<(Between, Vec<Rejection>)> = Vec::with_capacity(self.stages.len());
         for (k, stage) in self.stages.iter().enumerate() {

@@ -6,6 +6,7 @@
 //! Params: `tag_values = false`.
 #![forbid(unsafe_code)]
 
+use boulder_guest_sdk::scan::{any_word, bytes_in, non_ascii};
 use boulder_guest_sdk::{export, Params, Point, Transform, Verdict};
 use serde::Deserialize;
 
@@ -19,6 +20,10 @@ struct NormalizeParams {
 /// The `normalize` transform.
 pub struct Normalize {
     tag_values: bool,
+    // Where lowercased names are written, reused from name to name: most names
+    // need no change, and the rest need no allocation.
+    key: String,
+    value: String,
 }
 
 impl Transform for Normalize {
@@ -26,46 +31,56 @@ impl Transform for Normalize {
         let p: NormalizeParams = params.parse()?;
         Ok(Normalize {
             tag_values: p.tag_values,
+            key: String::new(),
+            value: String::new(),
         })
     }
 
     fn process(&mut self, point: &mut Point<'_>) -> Verdict {
-        if let Some(m) = lowercase(point.measurement()) {
-            point.set_measurement(&m);
+        if lowercase(point.measurement(), &mut self.key) {
+            point.set_measurement(&self.key);
         }
         for i in 0..point.tag_count() {
             let (key, value) = point.tag_at(i);
-            let value = if self.tag_values {
-                lowercase(value)
-            } else {
-                None
-            };
-            if let Some(key) = lowercase(key) {
-                point.set_tag_key_at(i, &key);
+            let value_changed = self.tag_values && lowercase(value, &mut self.value);
+            if lowercase(key, &mut self.key) {
+                point.set_tag_key_at(i, &self.key);
             }
-            if let Some(value) = value {
-                point.set_tag_value_at(i, &value);
+            if value_changed {
+                point.set_tag_value_at(i, &self.value);
             }
         }
         for i in 0..point.field_count() {
-            if let Some(key) = lowercase(point.field_at(i).0) {
-                point.set_field_key_at(i, &key);
+            if lowercase(point.field_at(i).0, &mut self.key) {
+                point.set_field_key_at(i, &self.key);
             }
         }
         Verdict::Keep
     }
 }
 
-/// `s` in lowercase, or `None` when it has no uppercase letter (the common case,
-/// which allocates nothing).
-pub fn lowercase(s: &str) -> Option<String> {
-    // One pass over the bytes decides for nearly every name: no uppercase ASCII and
+/// Writes `s` in lowercase to `out` and returns `true`, or returns `false` when `s`
+/// has no uppercase letter (the common case, which writes nothing).
+pub fn lowercase(s: &str, out: &mut String) -> bool {
+    // One pass over the words decides for nearly every name: no uppercase ASCII and
     // nothing beyond ASCII means nothing to do.
-    if !s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-        return None;
+    if !any_word(s.as_bytes(), |w| {
+        non_ascii(w) | bytes_in(w, b'A', b'Z') != 0
+    }) {
+        return false;
     }
-    let needs = s.is_ascii() || s.chars().any(char::is_uppercase);
-    needs.then(|| s.to_lowercase())
+    out.clear();
+    if s.is_ascii() {
+        out.push_str(s);
+        out.make_ascii_lowercase();
+        return true;
+    }
+    if !s.chars().any(char::is_uppercase) {
+        return false;
+    }
+    // `str::to_lowercase`, for its rules beyond single characters (a final sigma).
+    out.push_str(&s.to_lowercase());
+    true
 }
 
 export!(Normalize);
@@ -99,6 +114,29 @@ mod tests {
             out.kept,
             vec![point("été").tag("ville", "århus").field("f", "Keep Me")]
         );
+    }
+
+    #[test]
+    fn finds_an_uppercase_letter_wherever_it_is() {
+        for b in 0..0x80u8 {
+            for n in 1..20 {
+                for at in 0..n {
+                    let mut name = vec![b'a'; n];
+                    name[at] = b;
+                    let name = String::from_utf8(name).unwrap();
+                    let mut out = String::new();
+                    let changed = lowercase(&name, &mut out);
+                    assert_eq!(changed, b.is_ascii_uppercase(), "{name:?}");
+                    if changed {
+                        assert_eq!(out, name.to_lowercase());
+                    }
+                }
+            }
+        }
+        let mut out = String::new();
+        assert!(lowercase("abcdefgÉ", &mut out));
+        assert_eq!(out, "abcdefgé");
+        assert!(!lowercase("abcdefgé", &mut out));
     }
 
     #[test]

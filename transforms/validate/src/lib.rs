@@ -13,6 +13,7 @@
 //! Params: `non_finite = "drop-field" | "keep" | "dead-letter"`, `strings = ...`.
 #![forbid(unsafe_code)]
 
+use boulder_guest_sdk::scan::{any_word, bytes_in, HIGH_BITS};
 use boulder_guest_sdk::{export, FieldValue, Params, Point, Transform, Verdict};
 use serde::Deserialize;
 
@@ -42,6 +43,8 @@ struct ValidateParams {
 pub struct Validate {
     non_finite: Policy,
     strings: Policy,
+    // Where sanitized names are written, reused from name to name.
+    name: String,
 }
 
 impl Transform for Validate {
@@ -50,12 +53,13 @@ impl Transform for Validate {
         Ok(Validate {
             non_finite: p.non_finite,
             strings: p.strings,
+            name: String::new(),
         })
     }
 
     fn process(&mut self, point: &mut Point<'_>) -> Verdict {
-        if let Some(name) = sanitize(point.measurement()) {
-            point.set_measurement(&name);
+        if sanitize(point.measurement(), &mut self.name) {
+            point.set_measurement(&self.name);
         }
         if !point
             .measurement()
@@ -67,14 +71,14 @@ impl Transform for Validate {
         let mut i = 0;
         while i < point.tag_count() {
             let (key, value) = point.tag_at(i);
-            let sanitized = sanitize(key);
-            let key = sanitized.as_deref().unwrap_or(key);
+            let sanitized = sanitize(key, &mut self.name);
+            let key = if sanitized { self.name.as_str() } else { key };
             if key.is_empty() || key.starts_with("__") || value.is_empty() {
                 point.remove_tag_at(i);
                 continue;
             }
-            if let Some(key) = sanitized {
-                point.set_tag_key_at(i, &key);
+            if sanitized {
+                point.set_tag_key_at(i, &self.name);
             }
             i += 1;
         }
@@ -100,8 +104,8 @@ impl Transform for Validate {
                     })
                 }
             }
-            if let Some(key) = sanitize(key) {
-                point.set_field_key_at(i, &key);
+            if sanitize(key, &mut self.name) {
+                point.set_field_key_at(i, &self.name);
             }
             i += 1;
         }
@@ -110,6 +114,15 @@ impl Transform for Validate {
         }
         Verdict::Keep
     }
+}
+
+/// Whether a word has a byte outside `[a-zA-Z0-9_:]` (bytes beyond ASCII are).
+fn has_other_than_name_bytes(w: u64) -> bool {
+    let name = bytes_in(w, b'0', b':') // the digits, then ':'
+        | bytes_in(w, b'A', b'Z')
+        | bytes_in(w, b'_', b'_')
+        | bytes_in(w, b'a', b'z');
+    name != HIGH_BITS
 }
 
 fn is_name_byte(b: u8) -> bool {
@@ -128,23 +141,22 @@ const NAME_BYTES: [bool; 256] = {
     table
 };
 
-/// `name` with every character outside `[a-zA-Z0-9_:]` replaced by `_`, or `None`
-/// when it is already clean (the common case, which allocates nothing).
-pub fn sanitize(name: &str) -> Option<String> {
-    if name.bytes().all(is_name_byte) {
-        return None;
+/// Writes `name` with every character outside `[a-zA-Z0-9_:]` replaced by `_` to
+/// `out` and returns `true`, or returns `false` when `name` is already clean (the
+/// common case, which writes nothing).
+pub fn sanitize(name: &str, out: &mut String) -> bool {
+    if !any_word(name.as_bytes(), has_other_than_name_bytes) {
+        return false;
     }
-    Some(
-        name.chars()
-            .map(|c| {
-                if c.is_ascii() && is_name_byte(c as u8) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect(),
-    )
+    out.clear();
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii() && is_name_byte(c as u8) {
+            c
+        } else {
+            '_'
+        }
+    }));
+    true
 }
 
 export!(Validate);
@@ -278,11 +290,31 @@ mod tests {
         assert!(err.contains("unknown field `nan`"), "{err}");
     }
 
+    fn sanitized(name: &str) -> Option<String> {
+        let mut out = String::new();
+        sanitize(name, &mut out).then_some(out)
+    }
+
+    #[test]
+    fn the_word_check_agrees_with_the_byte_table() {
+        for b in 0..0x80u8 {
+            for n in 1..20 {
+                for at in 0..n {
+                    let mut name = vec![b'a'; n];
+                    name[at] = b;
+                    let name = String::from_utf8(name).unwrap();
+                    assert_eq!(sanitized(&name).is_none(), is_name_byte(b), "{name:?}");
+                }
+            }
+        }
+        assert_eq!(sanitized("abcdefgé"), Some("abcdefg_".into()));
+    }
+
     #[test]
     fn sanitize_replaces_each_character_once() {
-        assert_eq!(sanitize("a-b"), Some("a_b".into()));
-        assert_eq!(sanitize("日本"), Some("__".into()));
-        assert_eq!(sanitize("a\\,b"), Some("a__b".into()));
-        assert_eq!(sanitize("ok:name_1"), None);
+        assert_eq!(sanitized("a-b"), Some("a_b".into()));
+        assert_eq!(sanitized("日本"), Some("__".into()));
+        assert_eq!(sanitized("a\\,b"), Some("a__b".into()));
+        assert_eq!(sanitized("ok:name_1"), None);
     }
 }
