@@ -34,10 +34,12 @@
 # is complete when VictoriaMetrics holds exactly as many samples as the generator
 # wrote fields, and Boulder's /metrics says it wrote exactly N points.
 #
-# Usage: scripts/bench.sh [--points N] [--runs K] [--partitions P] [--smoke]
+# Usage: scripts/bench.sh [--points N] [--runs K] [--partitions P] [--perf] [--smoke]
 #   --points N      points to generate (default 2,000,000; or BENCH_POINTS)
 #   --runs K        runs per variant; the table shows medians (default 1; BENCH_RUNS)
 #   --partitions P  partitions of the topic (default 4; BENCH_PARTITIONS)
+#   --perf          also record each run's CPU profile (perf record -g; perf costs
+#                   CPU too, so its runs' figures are not for the table) next to its log
 #   --smoke         N = 20,000: a quick end-to-end check (what scripts/test.sh runs)
 # Environment: BENCH_KAFKA_OPTIONS (the consumer's librdkafka options, see below),
 # BENCH_PIPELINE (lines for the config's [pipeline] table),
@@ -53,6 +55,7 @@ points=${BENCH_POINTS:-2000000}
 runs=${BENCH_RUNS:-1}
 partitions=${BENCH_PARTITIONS:-4}
 smoke=false
+profile=false
 while [ $# -gt 0 ]; do
     case $1 in
     --points) points=${2:?--points needs a number}; shift 2 ;;
@@ -61,11 +64,16 @@ while [ $# -gt 0 ]; do
     --runs=*) runs=${1#*=}; shift ;;
     --partitions) partitions=${2:?--partitions needs a number}; shift 2 ;;
     --partitions=*) partitions=${1#*=}; shift ;;
+    --perf) profile=true; shift ;;
     --smoke) points=20000; smoke=true; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "bench: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+if $profile && ! command -v perf >/dev/null; then
+    echo "bench: --perf needs perf: apt-get install linux-perf" >&2
+    exit 2
+fi
 for v in points runs partitions; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: --$v must be a positive integer, not '${!v}'" >&2; exit 2; }
 done
@@ -290,6 +298,13 @@ run_once() {
     deadline=$((t0 + timeout_s * 1000000))
     BOULDER_LOG=info "$boulder" run --config "$cfg" >/dev/null 2>"$run_log" &
     boulder_pid=$!
+    if $profile; then
+        # Attached once boulder is past exec (attaching at once records nothing);
+        # ends by itself when boulder exits.
+        (sleep 0.5 && exec perf record -q -e cpu-clock -g -p "$boulder_pid" \
+            -o "$dir/$variant-$2.perf" >/dev/null 2>"$dir/$variant-$2.perf.log") &
+        log "run $variant #$2: profile in $dir/$variant-$2.perf (perf report -i ...)"
+    fi
     while :; do
         sleep 0.2
         i=$((i + 1))

@@ -4,7 +4,9 @@
 //!
 //! `cargo bench -p boulder --bench pipeline` (after `scripts/build-guests.sh`).
 //! After criterion's figures it prints the sandbox's cost as a ratio, measured by
-//! alternating the two variants in one run so that machine noise hits both alike.
+//! alternating the two variants in one run so that machine noise hits both alike,
+//! and what a chain of stages that change nothing (tests/guests/keep-all) costs:
+//! the boundary's share of the sandboxed chain.
 
 use boulder::config::Config;
 use boulder::decode::{self, Precision};
@@ -195,6 +197,26 @@ fn decoders(c: &mut Criterion) {
 
 /// The built-in chain of the example config's `ops` tenant, and its router.
 fn load(native: bool) -> (Runtime, Chain, Router) {
+    load_chain(
+        native,
+        r#"[
+            { component = "validate", params = { non_finite = "drop-field", strings = "drop-field" } },
+            { component = "normalize" },
+            { component = "flip-single-fields" },
+        ]"#,
+    )
+}
+
+/// A chain of three `keep-all` stages (tests/guests/keep-all), which keep every
+/// point as it is: what crossing the sandbox costs, with no transform to run.
+fn load_boundary() -> (Runtime, Chain, Router) {
+    load_chain(
+        false,
+        r#"[{ component = "keep-all" }, { component = "keep-all" }, { component = "keep-all" }]"#,
+    )
+}
+
+fn load_chain(native: bool, chain: &str) -> (Runtime, Chain, Router) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let components = root.join("target/components");
     assert!(
@@ -212,11 +234,7 @@ fn load(native: bool) -> (Runtime, Chain, Router) {
         params = {{ default = "ops", rules = [{{ tag = "tenant" }}] }}
         [[tenants]]
         name = "ops"
-        chain = [
-            {{ component = "validate", params = {{ non_finite = "drop-field", strings = "drop-field" }} }},
-            {{ component = "normalize" }},
-            {{ component = "flip-single-fields" }},
-        ]
+        chain = {chain}
         "#,
         components.display()
     );
@@ -287,6 +305,7 @@ fn sandbox_ratio() {
     let input = input_batch();
     let (_rw, wasm, wasm_router) = load(false);
     let (_rn, native, native_router) = load(true);
+    let (_rb, boundary, _) = load_boundary();
     let rounds = 30;
     let per_round = 20;
     let time = |f: &dyn Fn()| {
@@ -296,18 +315,19 @@ fn sandbox_ratio() {
         }
         began.elapsed() / per_round
     };
-    let mut samples: [Vec<Duration>; 4] = Default::default();
+    let mut samples: [Vec<Duration>; 5] = Default::default();
     for _ in 0..rounds {
         samples[0].push(time(&|| drop(black_box(wasm.run(&input)))));
         samples[1].push(time(&|| drop(black_box(native.run(&input)))));
         samples[2].push(time(&|| drop(black_box(wasm_router.route(&input)))));
         samples[3].push(time(&|| drop(black_box(native_router.route(&input)))));
+        samples[4].push(time(&|| drop(black_box(boundary.run(&input)))));
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
     };
-    let [w, n, wr, nr] = samples.each_mut().map(median);
+    let [w, n, wr, nr, b] = samples.each_mut().map(median);
     let per_point = |d: Duration| d.as_nanos() as f64 / BATCH_POINTS as f64;
     println!();
     println!("sandbox cost, {BATCH_POINTS}-point batches (median of {rounds} alternating rounds)");
@@ -321,6 +341,11 @@ fn sandbox_ratio() {
             per_point(w) / per_point(n)
         );
     }
+    println!(
+        "the boundary alone (3 keep-all stages): {:.1} ns/point, {:.0}% of the sandboxed chain",
+        per_point(b),
+        100.0 * per_point(b) / per_point(w)
+    );
 }
 
 criterion_group!(benches, decoders, chains, encoding);
