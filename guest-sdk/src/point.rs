@@ -397,22 +397,16 @@ impl<'a> Point<'a> {
     /// Makes this point's tags the last records of `batch.tags`, so that one more
     /// can be pushed. The records left behind are referred to by nothing.
     fn move_tags_to_end(&mut self) {
-        let span = self.record().tags;
-        if span.end() != self.batch.tags.len() as u64 {
-            let start = self.batch.tags.len() as u32;
-            self.batch.tags.extend_from_within(span.range());
-            self.record_mut().tags.start = start;
-        }
+        let index = self.index();
+        let Batch { points, tags, .. } = &mut *self.batch;
+        move_to_end(tags, &mut points[index].tags);
     }
 
     /// [`Point::move_tags_to_end`] for fields.
     fn move_fields_to_end(&mut self) {
-        let span = self.record().fields;
-        if span.end() != self.batch.fields.len() as u64 {
-            let start = self.batch.fields.len() as u32;
-            self.batch.fields.extend_from_within(span.range());
-            self.record_mut().fields.start = start;
-        }
+        let index = self.index();
+        let Batch { points, fields, .. } = &mut *self.batch;
+        move_to_end(fields, &mut points[index].fields);
     }
 }
 
@@ -436,4 +430,14 @@ fn push_copy(out: &mut Batch, input: &Batch, index: usize) {
         },
         ..point
     });
+}
+
+/// Copies the records `span` covers to the end of `records` and points `span` at
+/// the copies, unless they are the last records already.
+fn move_to_end<R: Copy>(records: &mut Vec<R>, span: &mut Span) {
+    if span.end() != records.len() as u64 {
+        let start = records.len() as u32;
+        records.extend_from_within(span.range());
+        span.start = start;
+    }
 }

@@ -104,6 +104,23 @@ pub struct TestPoint {
     pub tenant: String,
 }
 
+/// Names for testing a scan of names: every ASCII byte at every position of
+/// names of 1 to 19 bytes whose other bytes are `a`, with that byte.
+///
+/// Names are scanned in words of up to eight bytes (see [`crate::scan`]), so these
+/// lengths put the byte in every position of one, two and three words.
+pub fn ascii_names() -> impl Iterator<Item = (u8, String)> {
+    (0..0x80u8).flat_map(|b| {
+        (1..20).flat_map(move |n| {
+            (0..n).map(move |at| {
+                let mut name = "a".repeat(n).into_bytes();
+                name[at] = b;
+                (b, String::from_utf8(name).expect("ASCII"))
+            })
+        })
+    })
+}
+
 /// A point with this measurement, no tags and no fields.
 pub fn point(measurement: &str) -> TestPoint {
     TestPoint {

@@ -390,10 +390,7 @@ mod tests {
             at in any::<prop::sample::Index>(),
             byte in any::<u8>(),
         ) {
-            let b = if ascii { ascii_only(b) } else { b };
-            let mut bytes = encode(&b);
-            let i = at.index(bytes.len());
-            bytes[i] = byte;
+            let bytes = corrupted(b, ascii, Bytes::All, at, byte);
             let decoded = decode(&bytes);
             prop_assert_eq!(check(&bytes), decoded.clone().map(drop));
             if let Ok(batch) = decoded {
@@ -417,12 +414,36 @@ mod tests {
         }
     }
 
-    /// `b` with every byte beyond ASCII replaced: the same byte length, so every
-    /// span still means the same range, and the checks' quick pass applies.
-    fn ascii_only(mut b: Batch) -> Batch {
-        let bytes = b.arena.bytes().map(|c| if c.is_ascii() { c } else { b'x' });
-        b.arena = String::from_utf8(bytes.collect()).unwrap();
-        b
+    /// Which bytes of an encoded batch [`corrupted`] may change.
+    enum Bytes {
+        All,
+        /// Not the arena, which then stays UTF-8.
+        Records,
+    }
+
+    /// The encoding of `b` with one byte (picked by `at` among `which`) set to
+    /// `byte`. With `ascii`, every byte beyond ASCII in the arena is replaced
+    /// first: the same length, so every span keeps its range, and the checks'
+    /// quick pass applies.
+    fn corrupted(
+        mut b: Batch,
+        ascii: bool,
+        which: Bytes,
+        at: prop::sample::Index,
+        byte: u8,
+    ) -> Vec<u8> {
+        if ascii {
+            let bytes = b.arena.bytes().map(|c| if c.is_ascii() { c } else { b'x' });
+            b.arena = String::from_utf8(bytes.collect()).unwrap();
+        }
+        let mut bytes = encode(&b);
+        let from = match which {
+            Bytes::All => 0,
+            Bytes::Records => 8 + b.arena.len(),
+        };
+        let i = from + at.index(bytes.len() - from);
+        bytes[i] = byte;
+        bytes
     }
 
     proptest! {
@@ -435,12 +456,7 @@ mod tests {
             at in any::<prop::sample::Index>(),
             byte in any::<u8>(),
         ) {
-            let b = if ascii { ascii_only(b) } else { b };
-            // One byte of the records changed; the arena stays UTF-8.
-            let mut bytes = encode(&b);
-            let records = 8 + b.arena.len();
-            let i = records + at.index(bytes.len() - records);
-            bytes[i] = byte;
+            let bytes = corrupted(b, ascii, Bytes::Records, at, byte);
             if let Ok((corrupt, _)) = bincode::decode_from_slice::<Batch, _>(&bytes, CONFIG) {
                 prop_assert_eq!(corrupt.validate(), corrupt.find_fault());
             }
