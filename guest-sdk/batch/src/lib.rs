@@ -10,7 +10,8 @@
 //!
 //! - [`codec`]: the wire encoding (bincode 2.0.1, fixed-size little-endian integers);
 //! - [`Batch`]: the records, with a builder API for writers and views for readers;
-//! - [`Batch::validate`]: the checks that make untrusted bytes safe to read.
+//! - [`Batch::validate`] and [`codec::check`]: the checks that make untrusted
+//!   bytes safe to read, on a batch or on its encoding in place.
 //!
 //! This crate is part of the `boulder:transform@0.1.0` contract: changing a record
 //! changes the wire format and bumps that version.
@@ -186,8 +187,10 @@ impl FieldKind {
 ///
 /// Writers append with [`Batch::push_str`], [`Batch::begin_point`],
 /// [`Batch::push_tag`] and [`Batch::push_field`]; readers use [`Batch::point`].
-/// Bytes from elsewhere must pass [`Batch::validate`] before they are read:
-/// the accessors assume valid spans and return empty strings otherwise.
+/// Bytes from elsewhere must pass [`Batch::validate`] (or [`codec::check`]) before
+/// they are trusted: the accessors assume valid spans and return empty strings
+/// otherwise. The host checks every batch it passes to a guest, so the guest SDK
+/// decodes its input with [`codec::decode_trusted`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub struct Batch {
     /// Every string of the batch, back to back. A `String` rather than bytes so that
