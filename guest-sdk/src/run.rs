@@ -81,24 +81,26 @@ pub(crate) fn process_bytes<T: Transform>(
 /// is kept unchanged costs copying its fixed-size records and nothing else; a
 /// renamed string is appended to the arena.
 pub fn transform_batch<T: Transform>(transform: &mut T, input: &Batch) -> (Batch, Vec<Rejection>) {
+    // The records copied whole, once, for each point's first copy to use in place
+    // (see `Point::copy_of`); a dropped point's records stay, referred to by
+    // nothing. Not when input points share records: editing one would change the
+    // other.
+    let records_in_place = records_are_disjoint(input);
+    let (tags, fields) = if records_in_place {
+        (input.tags.clone(), input.fields.clone())
+    } else {
+        (
+            Vec::with_capacity(input.tags.len()),
+            Vec::with_capacity(input.fields.len()),
+        )
+    };
     let mut output = Batch {
         arena: input.arena.clone(),
         sources: input.sources.clone(),
         points: Vec::with_capacity(input.points.len()),
-        tags: Vec::new(),
-        fields: Vec::new(),
+        tags,
+        fields,
     };
-    // Copied whole, once, for each point's first copy to use in place (see
-    // `Point::copy_of`); a dropped point's records stay, referred to by nothing.
-    // Not when input points share records: editing one would change the other.
-    let records_in_place = records_are_disjoint(input);
-    if records_in_place {
-        output.tags = input.tags.clone();
-        output.fields = input.fields.clone();
-    } else {
-        output.tags.reserve(input.tags.len());
-        output.fields.reserve(input.fields.len());
-    }
     let mut rejections = Vec::new();
     for index in 0..input.points.len() {
         let mark = (output.points.len(), output.tags.len(), output.fields.len());

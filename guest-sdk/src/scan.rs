@@ -30,7 +30,8 @@ pub fn any_word(bytes: &[u8], flagged: impl Fn(u64) -> bool) -> bool {
     let n = bytes.len();
     if n >= 8 {
         let mut words = bytes.chunks_exact(8);
-        words.by_ref().any(|w| flagged(word(w))) || flagged(word(&bytes[n - 8..]))
+        words.by_ref().any(|w| flagged(word(w)))
+            || (!words.remainder().is_empty() && flagged(word(&bytes[n - 8..])))
     } else if n >= 4 {
         let (first, last) = (half(&bytes[..4]), half(&bytes[n - 4..]));
         flagged(first | last << 32)

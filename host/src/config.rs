@@ -340,7 +340,8 @@ pub struct PipelineConfig {
     /// points of line protocol, whatever the number of points per message. Every
     /// guest instance's memory grows to the largest batch it has seen and keeps
     /// that size: `scripts/bench.sh` peaked at 131 MiB with 64 KiB groups against
-    /// 157 MiB with 256 KiB ones, for the same CPU (docs/PERFORMANCE.md).
+    /// 157 MiB with the former default of 20 messages (2,000 points), for the same
+    /// CPU (docs/PERFORMANCE.md).
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: ByteSize,
     /// How long a batch waits for more messages. Default: 20ms.

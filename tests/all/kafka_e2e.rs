@@ -453,23 +453,20 @@ fn messages_are_grouped_by_payload_bytes() {
     create_topic(&name, 1);
     let now = now_ms();
     // Ten messages of ten lines each, all of one length.
-    let messages: Vec<String> = (0..10)
+    let messages: Vec<(&str, Vec<u8>)> = (0..10)
         .map(|m| {
-            (0..10)
+            let lines: String = (0..10)
                 .map(|l| {
                     let i = m * 10 + l;
                     format!("m,test={name} v={i:03} {:019}\n", (now + i) * 1_000_000)
                 })
-                .collect()
+                .collect();
+            ("k", lines.into_bytes())
         })
         .collect();
-    let size = messages[0].len();
-    assert!(messages.iter().all(|m| m.len() == size));
-    let keyed: Vec<(&str, Vec<u8>)> = messages
-        .iter()
-        .map(|m| ("k", m.clone().into_bytes()))
-        .collect();
-    produce(&name, &keyed);
+    let size = messages[0].1.len();
+    assert!(messages.iter().all(|(_, m)| m.len() == size));
+    produce(&name, &messages);
     // A group closes at two messages' bytes; the linger is far longer than the
     // test waits, so only the byte bound can close a group.
     let boulder = Boulder::run(

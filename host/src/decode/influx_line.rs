@@ -13,10 +13,8 @@
 //! once, with no intermediate allocation.
 
 use super::{DecodeError, Precision};
+use crate::encode::line_protocol::{KEY_SPECIALS, MEASUREMENT_SPECIALS};
 use boulder_batch::{string_bits, Batch, FieldKind, Span};
-
-const MEASUREMENT_SPECIALS: &[u8] = b", ";
-const KEY_SPECIALS: &[u8] = b",= ";
 
 /// How [`Parser::token`] treats a byte: most are text; a stop ends the token;
 /// a backslash, line feed or carriage return needs a look at what follows. One

@@ -67,9 +67,13 @@ impl Escaping {
     }
 }
 
-const MEASUREMENT: Escaping = Escaping::new(b", ");
-/// Tag keys, tag values and field keys.
-const KEY: Escaping = Escaping::new(b",= ");
+/// What a backslash escapes in a measurement (besides a backslash before them).
+pub(crate) const MEASUREMENT_SPECIALS: &[u8] = b", ";
+/// ...and in tag keys, tag values and field keys. The decoder reads by the same.
+pub(crate) const KEY_SPECIALS: &[u8] = b",= ";
+
+const MEASUREMENT: Escaping = Escaping::new(MEASUREMENT_SPECIALS);
+const KEY: Escaping = Escaping::new(KEY_SPECIALS);
 
 /// Appends point `index` of `batch` as one line (with its newline) to `out`. On
 /// error `out` is left as it was.

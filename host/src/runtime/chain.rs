@@ -436,45 +436,54 @@ impl Router {
         };
         let mut out = output.batch;
         origins.restore(&mut out);
-        let mut by_tenant: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        // Most points get the tenant the point before got: known, no lookup needed.
-        let mut known = "";
+        // Each tenant's points, in order of first appearance. Most points get the
+        // tenant the point before got: its group is found, and the name known to be
+        // valid, without a lookup.
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut last = 0;
         for i in 0..out.len() {
             let tenant = out.point(i).tenant();
+            if groups.get(last).is_some_and(|(name, _)| *name == tenant) {
+                groups[last].1.push(i);
+                continue;
+            }
             let problem = if tenant.is_empty() {
                 Some("router assigned no tenant")
-            } else if tenant == known {
-                None
             } else if !self.tenants.contains(tenant) {
                 Some("router assigned an unknown tenant")
             } else {
                 None
             };
-            match problem {
-                Some(reason) => routed.rejected.push(Rejected {
+            if let Some(reason) = problem {
+                routed.rejected.push(Rejected {
                     stage: self.stage.id().clone(),
                     dead_letter: true,
                     // Not the name itself: reasons are counted, names are unbounded.
                     reason: reason.to_owned(),
                     origin: out.points[i].origin,
                     line: line_protocol::point_to_line(&out, i),
-                }),
-                None => {
-                    known = tenant;
-                    by_tenant.entry(tenant).or_default().push(i)
-                }
+                });
+                continue;
             }
+            last = match groups.iter().position(|(name, _)| *name == tenant) {
+                Some(g) => g,
+                None => {
+                    groups.push((tenant, Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            groups[last].1.push(i);
         }
         // The usual case, every point to one tenant, hands the batch over whole.
-        let whole = by_tenant.len() == 1 && by_tenant.values().all(|v| v.len() == out.len());
-        let by_tenant: Vec<(String, Batch)> = if whole {
-            let tenant = by_tenant.into_keys().next().unwrap_or_default().to_owned();
-            vec![(tenant, out)]
-        } else {
-            by_tenant
+        let by_tenant: Vec<(String, Batch)> = match groups.as_slice() {
+            [(tenant, indices)] if indices.len() == out.len() => {
+                let tenant = (*tenant).to_owned();
+                vec![(tenant, out)]
+            }
+            _ => groups
                 .iter()
                 .map(|(tenant, indices)| ((*tenant).to_owned(), out.select(indices)))
-                .collect()
+                .collect(),
         };
         routed.by_tenant.extend(by_tenant);
         Ok(routed)

@@ -125,21 +125,11 @@ fn has_other_than_name_bytes(w: u64) -> bool {
     name != HIGH_BITS
 }
 
+/// `has_other_than_name_bytes` for one byte: only names that need sanitizing get
+/// here, a character at a time.
 fn is_name_byte(b: u8) -> bool {
-    NAME_BYTES[usize::from(b)]
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
 }
-
-// A table, because every name of every point goes through `is_name_byte`.
-const NAME_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let byte = b as u8;
-        table[b] = byte.is_ascii_alphanumeric() || byte == b'_' || byte == b':';
-        b += 1;
-    }
-    table
-};
 
 /// Writes `name` with every character outside `[a-zA-Z0-9_:]` replaced by `_` to
 /// `out` and returns `true`, or returns `false` when `name` is already clean (the
