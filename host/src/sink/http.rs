@@ -1,6 +1,7 @@
 //! One write to an InfluxDB-v2-compatible endpoint: the request, gzip, the deadline,
 //! and what the answer means.
 
+use super::gzip::Gzip;
 use crate::config::OutputConfig;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -9,7 +10,6 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::io::Write;
 use std::time::Duration;
 
 /// The process's HTTP client: keep-alive connections, http and https (system CAs).
@@ -57,7 +57,7 @@ pub enum Outcome {
 pub struct Endpoint {
     uri: Uri,
     token: Option<HeaderValue>,
-    gzip: Option<flate2::Compression>,
+    gzip: Option<Gzip>,
     timeout: Duration,
 }
 
@@ -85,9 +85,7 @@ impl Endpoint {
         Ok(Endpoint {
             uri,
             token,
-            gzip: output
-                .gzip
-                .then(|| flate2::Compression::new(output.gzip_level)),
+            gzip: output.gzip.then(|| Gzip::level(output.gzip_level)),
             timeout: output.timeout,
         })
     }
@@ -96,12 +94,7 @@ impl Endpoint {
     pub fn body(&self, lines: &[u8]) -> Bytes {
         match self.gzip {
             None => Bytes::copy_from_slice(lines),
-            Some(level) => {
-                let mut gz =
-                    flate2::write::GzEncoder::new(Vec::with_capacity(lines.len() / 4), level);
-                gz.write_all(lines).expect("writing to memory");
-                Bytes::from(gz.finish().expect("writing to memory"))
-            }
+            Some(gzip) => Bytes::from(gzip.compress(lines)),
         }
     }
 

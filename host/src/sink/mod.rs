@@ -10,6 +10,7 @@
 //! - any other status, or retries exhausted: the batch goes to the dead-letter
 //!   queue with the status and the start of the response body.
 
+pub mod gzip;
 pub mod http;
 
 use crate::config::OutputConfig;
