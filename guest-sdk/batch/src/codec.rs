@@ -3,12 +3,23 @@
 //!
 //! Fixed-size integers make every record the same size, so each array is a packed
 //! little-endian array behind a `u64` length: cheap to write, cheap to read, and
-//! readable in place. The decode limit keeps a hostile length prefix from making the
-//! reader allocate more than any batch can hold.
+//! readable in place. Each record type is laid out in memory exactly as on the wire
+//! (`repr(C)`, no padding; `FieldRecord` packed), so on a little-endian machine an
+//! array is read and written as one copy of its bytes. The decode limit keeps a
+//! hostile length prefix from making the reader allocate more than any batch can
+//! hold.
 
 use crate::validate::{Parts, Records};
-use crate::{Batch, BatchError, FieldRecord, PointRecord, SourceRecord, Span, TagRecord};
+use crate::{Batch, BatchError, FieldRecord, PointRecord, SourceRecord, TagRecord};
 use bincode::config::{self, Configuration, Fixint, Limit, LittleEndian};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+// Records are copied as their in-memory bytes, which are the little-endian wire's
+// only on a little-endian machine (x86-64, AArch64, wasm32 all are).
+#[cfg(not(target_endian = "little"))]
+compile_error!(
+    "boulder-batch's codec copies records as their bytes: it needs a little-endian target"
+);
 
 /// The largest encoded batch either side accepts: 256 MiB.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
@@ -33,7 +44,7 @@ pub fn encode(batch: &Batch) -> Vec<u8> {
 
 /// Appends the encoding of a batch to `out`, reusing its allocation.
 pub fn encode_into(batch: &Batch, out: &mut Vec<u8>) {
-    write(batch, out, |_, p| *p);
+    write(batch, out);
 }
 
 /// The encoding of `batch` with every point's origin replaced by its index, as if
@@ -41,21 +52,24 @@ pub fn encode_into(batch: &Batch, out: &mut Vec<u8>) {
 /// origins index its input), without copying the batch to number it.
 pub fn encode_numbered(batch: &Batch) -> Vec<u8> {
     let mut out = Vec::new();
-    write(batch, &mut out, |i, p| PointRecord {
-        origin: i as u32,
-        ..*p
-    });
+    let points = write(batch, &mut out);
+    let origin = std::mem::offset_of!(PointRecord, origin);
+    for (i, point) in out[points].chunks_exact_mut(PointRecord::SIZE).enumerate() {
+        point[origin..origin + 4].copy_from_slice(&(i as u32).to_le_bytes());
+    }
     out
 }
 
-fn write(batch: &Batch, out: &mut Vec<u8>, point: impl Fn(usize, &PointRecord) -> PointRecord) {
+/// Appends the encoding; returns where the point records are in `out`.
+fn write(batch: &Batch, out: &mut Vec<u8>) -> std::ops::Range<usize> {
     out.reserve(encoded_len_hint(batch));
     out.extend_from_slice(&(batch.arena.len() as u64).to_le_bytes());
     out.extend_from_slice(batch.arena.as_bytes());
-    put_records(&batch.sources, out, |_, s| *s);
-    put_records(&batch.points, out, point);
-    put_records(&batch.tags, out, |_, t| *t);
-    put_records(&batch.fields, out, |_, f| *f);
+    put_records(&batch.sources, out);
+    let points = put_records(&batch.points, out);
+    put_records(&batch.tags, out);
+    put_records(&batch.fields, out);
+    points
 }
 
 /// Decodes a batch and checks it with [`Batch::validate`].
@@ -131,44 +145,47 @@ impl<'a> Sections<'a> {
     }
 }
 
-/// The records in `bytes`, decoded into a vector.
+/// The records in `bytes`, a whole number of them (as [`Reader::take`] cuts),
+/// copied into a vector.
 fn collect<R: Record>(bytes: &[u8]) -> Vec<R> {
-    // Measured: natively (LLVM) `R::get` inlined into the loop is the fast way, but
-    // in the guests (Cranelift) the chain is 3% faster with the call kept out of
-    // line, through a function pointer.
-    #[cfg(target_family = "wasm")]
-    let get: fn(&[u8]) -> R = R::get;
-    #[cfg(not(target_family = "wasm"))]
-    let get = R::get;
-    bytes.chunks_exact(R::SIZE).map(get).collect()
+    let mut records =
+        R::new_vec_zeroed(bytes.len() / R::SIZE).expect("the batch's size is limited");
+    records.as_mut_bytes().copy_from_slice(bytes);
+    records
 }
 
 /// The records in `bytes`, a whole number of them (as [`Reader::take`] cuts).
 fn records<'a, R: Record + 'a>(bytes: &'a [u8]) -> impl Records<R> + 'a {
-    bytes.chunks_exact(R::SIZE).map(R::get)
+    bytes
+        .chunks_exact(R::SIZE)
+        .map(|b| R::read_from_bytes(b).expect("chunks of the record's size"))
 }
 
-/// A record of fixed size on the wire: its fields in declaration order, each a
-/// little-endian integer of its own width.
-trait Record: Sized {
-    const SIZE: usize;
-    /// `bytes` is exactly `SIZE` long.
-    fn put(&self, bytes: &mut [u8]);
-    /// `bytes` is exactly `SIZE` long.
-    fn get(bytes: &[u8]) -> Self;
+/// A record of fixed size on the wire, laid out in memory as on the wire: its
+/// fields in declaration order, each a little-endian integer of its own width.
+trait Record: FromBytes + IntoBytes + Immutable + KnownLayout + Copy {
+    const SIZE: usize = std::mem::size_of::<Self>();
 }
 
-/// Writes `record(i, r)` for each record `r` at index `i`.
-fn put_records<R: Record>(records: &[R], out: &mut Vec<u8>, record: impl Fn(usize, &R) -> R) {
+impl Record for SourceRecord {}
+impl Record for PointRecord {}
+impl Record for TagRecord {}
+impl Record for FieldRecord {}
+
+// The wire's record sizes: a change to a record's layout must fail here.
+const _: () = {
+    assert!(SourceRecord::SIZE == 12);
+    assert!(PointRecord::SIZE == 48);
+    assert!(TagRecord::SIZE == 16);
+    assert!(FieldRecord::SIZE == 20);
+};
+
+/// Writes the records' count, then the records; returns where the records are in `out`.
+fn put_records<R: Record>(records: &[R], out: &mut Vec<u8>) -> std::ops::Range<usize> {
     out.extend_from_slice(&(records.len() as u64).to_le_bytes());
-    // Grown once and filled in place: a push per integer costs a capacity check
-    // each, which was most of the encoding's time.
     let start = out.len();
-    out.resize(start + records.len() * R::SIZE, 0);
-    let slots = out[start..].chunks_exact_mut(R::SIZE);
-    for (i, (r, bytes)) in records.iter().zip(slots).enumerate() {
-        record(i, r).put(bytes);
-    }
+    out.extend_from_slice(records.as_bytes());
+    start..out.len()
 }
 
 struct Reader<'a> {
@@ -188,116 +205,6 @@ impl<'a> Reader<'a> {
         let (items, rest) = rest.split_at(len);
         self.bytes = rest;
         Ok(items)
-    }
-}
-
-#[inline]
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-#[inline]
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
-#[inline]
-fn span_at(b: &[u8], at: usize) -> Span {
-    Span {
-        start: u32_at(b, at),
-        len: u32_at(b, at + 4),
-    }
-}
-
-#[inline]
-fn put_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-#[inline]
-fn put_u64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-#[inline]
-fn put_span(b: &mut [u8], at: usize, span: Span) {
-    put_u32(b, at, span.start);
-    put_u32(b, at + 4, span.len);
-}
-
-impl Record for SourceRecord {
-    const SIZE: usize = 12;
-    #[inline]
-    fn put(&self, b: &mut [u8]) {
-        put_span(b, 0, self.topic);
-        put_u32(b, 8, self.format);
-    }
-    #[inline]
-    fn get(b: &[u8]) -> SourceRecord {
-        SourceRecord {
-            topic: span_at(b, 0),
-            format: u32_at(b, 8),
-        }
-    }
-}
-
-impl Record for PointRecord {
-    const SIZE: usize = 48;
-    #[inline]
-    fn put(&self, b: &mut [u8]) {
-        put_span(b, 0, self.measurement);
-        put_span(b, 8, self.tags);
-        put_span(b, 16, self.fields);
-        put_u64(b, 24, self.timestamp_ns as u64);
-        put_u32(b, 32, self.source);
-        put_span(b, 36, self.tenant);
-        put_u32(b, 44, self.origin);
-    }
-    #[inline]
-    fn get(b: &[u8]) -> PointRecord {
-        PointRecord {
-            measurement: span_at(b, 0),
-            tags: span_at(b, 8),
-            fields: span_at(b, 16),
-            timestamp_ns: u64_at(b, 24) as i64,
-            source: u32_at(b, 32),
-            tenant: span_at(b, 36),
-            origin: u32_at(b, 44),
-        }
-    }
-}
-
-impl Record for TagRecord {
-    const SIZE: usize = 16;
-    #[inline]
-    fn put(&self, b: &mut [u8]) {
-        put_span(b, 0, self.key);
-        put_span(b, 8, self.value);
-    }
-    #[inline]
-    fn get(b: &[u8]) -> TagRecord {
-        TagRecord {
-            key: span_at(b, 0),
-            value: span_at(b, 8),
-        }
-    }
-}
-
-impl Record for FieldRecord {
-    const SIZE: usize = 20;
-    #[inline]
-    fn put(&self, b: &mut [u8]) {
-        put_span(b, 0, self.key);
-        put_u32(b, 8, self.kind);
-        put_u64(b, 12, self.bits);
-    }
-    #[inline]
-    fn get(b: &[u8]) -> FieldRecord {
-        FieldRecord {
-            key: span_at(b, 0),
-            kind: u32_at(b, 8),
-            bits: u64_at(b, 12),
-        }
     }
 }
 

@@ -24,13 +24,29 @@ mod validate;
 
 use bincode::{Decode, Encode};
 use std::ops::Range;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub use point::{FieldValue, PointRef};
 pub use validate::BatchError;
 
 /// A `(start, len)` reference: into the arena for strings, into a record array for
 /// the tags and fields of a point.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Encode,
+    Decode,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
+#[repr(C)]
 pub struct Span {
     /// Index of the first byte (or record).
     pub start: u32,
@@ -102,7 +118,21 @@ impl Format {
 }
 
 /// Where a point came from: read-only context for stages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Encode,
+    Decode,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
+#[repr(C)]
 pub struct SourceRecord {
     /// The Kafka topic (or the name given to `boulder transform`), in the arena.
     pub topic: Span,
@@ -111,7 +141,21 @@ pub struct SourceRecord {
 }
 
 /// One point.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Encode,
+    Decode,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
+#[repr(C)]
 pub struct PointRecord {
     /// The measurement (metric name), in the arena.
     pub measurement: Span,
@@ -132,7 +176,21 @@ pub struct PointRecord {
 }
 
 /// A tag: `key=value`, both in the arena.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Encode,
+    Decode,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
+#[repr(C)]
 pub struct TagRecord {
     /// The tag key.
     pub key: Span,
@@ -142,7 +200,14 @@ pub struct TagRecord {
 
 /// A field. The value is held in 64 bits whose meaning depends on `kind`, so every
 /// record has the same size.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+///
+/// Packed to 4-byte alignment so that, like the other records, it is laid out in
+/// memory exactly as on the wire (20 bytes: `bits` at offset 12); read its fields
+/// by value (`let bits = f.bits;`), as a reference to `bits` may be unaligned.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C, packed(4))]
 pub struct FieldRecord {
     /// The field key, in the arena.
     pub key: Span,
@@ -152,6 +217,32 @@ pub struct FieldRecord {
     /// arena span as `start | len << 32`.
     pub bits: u64,
 }
+
+// By hand: bincode's derive would take references to the packed fields.
+impl Encode for FieldRecord {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        let FieldRecord { key, kind, bits } = *self;
+        key.encode(encoder)?;
+        kind.encode(encoder)?;
+        bits.encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for FieldRecord {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(FieldRecord {
+            key: Span::decode(decoder)?,
+            kind: u32::decode(decoder)?,
+            bits: u64::decode(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(FieldRecord);
 
 /// The type of a field's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
