@@ -125,7 +125,7 @@ fn write_point_inner(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(
 fn write_value(out: &mut Vec<u8>, value: FieldValue<'_>) {
     match value {
         FieldValue::Float(v) => {
-            out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes())
+            out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes())
         }
         FieldValue::Int(v) => {
             out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
@@ -228,6 +228,8 @@ mod tests {
             &[
                 ("f", FieldValue::Float(1.5)),
                 ("whole", FieldValue::Float(2.0)),
+                ("big", FieldValue::Float(-1e16)),
+                ("small", FieldValue::Float(2.5e-7)),
                 ("i", FieldValue::Int(-3)),
                 ("u", FieldValue::UInt(u64::MAX)),
                 ("b", FieldValue::Bool(true)),
@@ -237,7 +239,7 @@ mod tests {
         );
         assert_eq!(
             point_to_line(&b, 0),
-            r#"cpu,host=a f=1.5,whole=2.0,i=-3i,u=18446744073709551615u,b=true,s="say \"hi\" \\o/" 1700000000123456789"#
+            r#"cpu,host=a f=1.5,whole=2.0,big=-1e+16,small=2.5e-7,i=-3i,u=18446744073709551615u,b=true,s="say \"hi\" \\o/" 1700000000123456789"#
         );
     }
 
