@@ -27,6 +27,7 @@ impl<'a> Point<'a> {
     /// and field records and no two input points share any (see `transform_batch`),
     /// so this first copy of the point uses its records where they are: a point
     /// kept as it is costs one record, not one per tag and field.
+    #[inline]
     pub(crate) fn copy_of(
         batch: &'a mut Batch,
         input: &'a Batch,
