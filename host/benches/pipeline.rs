@@ -1,6 +1,7 @@
 //! The host's hot path, stage by stage, on realistic points: each decoder, the
 //! built-in chain (validate -> normalize -> flip-single-fields) in the sandbox and
-//! compiled natively, and line-protocol encoding with gzip.
+//! compiled natively, the batch codec on the host's side, and line-protocol
+//! encoding with gzip.
 //!
 //! `cargo bench -p boulder --bench pipeline` (after `scripts/build-guests.sh`).
 //! After criterion's figures it prints the sandbox's cost as a ratio, measured by
@@ -349,7 +350,26 @@ fn sandbox_ratio() {
     );
 }
 
-criterion_group!(benches, decoders, chains, encoding);
+/// The batch codec on the host's side of the boundary: what the host does to every
+/// answer (check it in place), and to the chain's input and last answer.
+fn codec(c: &mut Criterion) {
+    let input = input_batch();
+    let bytes = boulder_batch::codec::encode(&input);
+    let mut group = c.benchmark_group("codec");
+    group.throughput(Throughput::Elements(BATCH_POINTS as u64));
+    group.bench_function("encode", |b| {
+        b.iter(|| black_box(boulder_batch::codec::encode(&input)))
+    });
+    group.bench_function("check", |b| {
+        b.iter(|| black_box(boulder_batch::codec::check(&bytes)).unwrap())
+    });
+    group.bench_function("decode-trusted", |b| {
+        b.iter(|| black_box(boulder_batch::codec::decode_trusted(&bytes)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decoders, chains, codec, encoding);
 
 fn main() {
     // As `boulder` itself runs.

@@ -124,40 +124,38 @@ where
     /// every index is a character boundary) and every span, index and code in
     /// range. `false` says only "look closer": [`Parts::find_fault`] names what is
     /// wrong, or finds nothing wrong in a valid non-ASCII batch.
+    ///
+    /// Each pass ORs together "this one is out of range" flags rather than taking
+    /// the largest end and comparing once: a running maximum chains every record's
+    /// compare-and-move to the one before, the flags do not (measured: the check
+    /// took a third of the time).
     fn is_plainly_valid(&self) -> bool {
         let arena = self.arena.len() as u64;
-        let sources = self.sources.clone().fold(0, |end, s| {
-            let known = Format::from_code(s.format).is_some();
-            end.max(if known { s.topic.end() } else { u64::MAX })
+        let (tags, fields) = (self.tags.len() as u64, self.fields.len() as u64);
+        let sources = self.sources.len() as u64;
+        let past = |span: Span, limit: u64| span.end() > limit;
+        let bad_sources = self.sources.clone().fold(false, |bad, s| {
+            bad | past(s.topic, arena) | Format::from_code(s.format).is_none()
         });
-        let tags = self
-            .tags
-            .clone()
-            .fold(0, |end, t| end.max(t.key.end()).max(t.value.end()));
-        let fields = self.fields.clone().fold(0, |end, f| {
+        let bad_tags = self.tags.clone().fold(false, |bad, t| {
+            bad | past(t.key, arena) | past(t.value, arena)
+        });
+        let bad_fields = self.fields.clone().fold(false, |bad, f| {
             let value = match FieldKind::from_code(f.kind) {
-                Some(FieldKind::String) => string_span(f.bits).end(),
-                Some(_) => 0,
-                None => u64::MAX,
+                Some(FieldKind::String) => past(string_span(f.bits), arena),
+                Some(_) => false,
+                None => true,
             };
-            end.max(f.key.end()).max(value)
+            bad | past(f.key, arena) | value
         });
-        let (strings, tag_ends, field_ends, source) = self.points.clone().fold(
-            (0, 0, 0, 0),
-            |(strings, tag_ends, field_ends, source), p| {
-                (
-                    strings.max(p.measurement.end()).max(p.tenant.end()),
-                    tag_ends.max(p.tags.end()),
-                    field_ends.max(p.fields.end()),
-                    source.max(u64::from(p.source) + 1),
-                )
-            },
-        );
-        sources.max(tags).max(fields).max(strings) <= arena
-            && tag_ends <= self.tags.len() as u64
-            && field_ends <= self.fields.len() as u64
-            && source <= self.sources.len() as u64
-            && self.arena.is_ascii()
+        let bad_points = self.points.clone().fold(false, |bad, p| {
+            bad | past(p.measurement, arena)
+                | past(p.tenant, arena)
+                | past(p.tags, tags)
+                | past(p.fields, fields)
+                | (u64::from(p.source) >= sources)
+        });
+        !(bad_sources | bad_tags | bad_fields | bad_points) && self.arena.is_ascii()
     }
 
     /// Checks record by record and names the first fault.
