@@ -150,7 +150,7 @@ impl<'a> Point<'a> {
 
     /// The value of the first tag with this key.
     pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.tag_index(key).map(|i| self.tag_at(i).1)
     }
 
     /// Number of tags.
@@ -171,7 +171,7 @@ impl<'a> Point<'a> {
 
     /// Sets the value of the first tag with this key, or adds the tag.
     pub fn set_tag(&mut self, key: &str, value: &str) {
-        let found = self.tags().position(|(k, _)| k == key);
+        let found = self.tag_index(key);
         match found {
             Some(i) => self.set_tag_value_at(i, value),
             None => {
@@ -198,7 +198,7 @@ impl<'a> Point<'a> {
 
     /// Removes the first tag with this key; returns whether there was one.
     pub fn remove_tag(&mut self, key: &str) -> bool {
-        let found = self.tags().position(|(k, _)| k == key);
+        let found = self.tag_index(key);
         match found {
             Some(i) => {
                 self.remove_tag_at(i);
@@ -261,7 +261,7 @@ impl<'a> Point<'a> {
 
     /// The value of the first field with this key.
     pub fn field(&self, key: &str) -> Option<FieldValue<'_>> {
-        self.fields().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.field_index(key).map(|i| self.field_at(i).1)
     }
 
     /// Number of fields.
@@ -282,7 +282,7 @@ impl<'a> Point<'a> {
 
     /// Sets the value of the first field with this key, or adds the field.
     pub fn set_field(&mut self, key: &str, value: FieldValue<'_>) {
-        let found = self.fields().position(|(k, _)| k == key);
+        let found = self.field_index(key);
         match found {
             Some(i) => self.set_field_value_at(i, value),
             None => {
@@ -316,7 +316,7 @@ impl<'a> Point<'a> {
 
     /// Removes the first field with this key; returns whether there was one.
     pub fn remove_field(&mut self, key: &str) -> bool {
-        let found = self.fields().position(|(k, _)| k == key);
+        let found = self.field_index(key);
         match found {
             Some(i) => {
                 self.remove_field_at(i);
@@ -366,6 +366,26 @@ impl<'a> Point<'a> {
     fn field_record_mut(&mut self, index: usize) -> &mut FieldRecord {
         let i = self.field_absolute(index);
         &mut self.batch.fields[i]
+    }
+
+    // ---- lookups ----
+
+    /// Index of the first tag with this key. Lengths are compared first: most keys
+    /// differ in length from the one sought, and then neither string is read.
+    fn tag_index(&self, key: &str) -> Option<usize> {
+        let batch: &Batch = self.batch;
+        let tags = batch.tags_of(self.record());
+        tags.iter()
+            .position(|t| t.key.len as usize == key.len() && batch.str(t.key) == key)
+    }
+
+    /// [`Point::tag_index`] for fields.
+    fn field_index(&self, key: &str) -> Option<usize> {
+        let batch: &Batch = self.batch;
+        let fields = batch.fields_of(self.record());
+        fields
+            .iter()
+            .position(|f| f.key.len as usize == key.len() && batch.str(f.key) == key)
     }
 
     // ---- splitting ----
@@ -440,5 +460,61 @@ fn move_to_end<R: Copy>(records: &mut Vec<R>, span: &mut Span) {
         let start = records.len() as u32;
         records.extend_from_within(span.range());
         span.start = start;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{point, run};
+    use crate::{FieldValue, Params, Point, Transform, Verdict};
+
+    /// Looks keys up by name: same length as present keys but different, absent,
+    /// duplicated (the first wins), then replaces, adds and removes by name.
+    struct Lookups;
+
+    impl Transform for Lookups {
+        fn init(_: Params) -> Result<Self, String> {
+            Ok(Lookups)
+        }
+
+        fn process(&mut self, p: &mut Point<'_>) -> Verdict {
+            assert_eq!(p.tag("host"), Some("a"));
+            assert_eq!(p.tag("dup"), Some("first"));
+            assert_eq!(p.tag("hose"), None);
+            assert_eq!(p.tag("hostname"), None);
+            assert_eq!(p.tag(""), None);
+            assert_eq!(p.field("x"), Some(FieldValue::Int(1)));
+            assert_eq!(p.field("y"), None);
+            assert_eq!(p.field("xx"), None);
+            p.set_tag("dup", "changed");
+            p.set_tag("new", "v");
+            assert!(p.remove_tag("host"));
+            assert!(!p.remove_tag("hose"));
+            p.set_field("x", FieldValue::Int(2));
+            p.set_field("z", FieldValue::Bool(true));
+            assert!(p.remove_field("w"));
+            assert!(!p.remove_field("x2"));
+            Verdict::Keep
+        }
+    }
+
+    #[test]
+    fn finds_replaces_adds_and_removes_by_key() {
+        let input = point("m")
+            .tag("host", "a")
+            .tag("dup", "first")
+            .tag("dup", "second")
+            .field("w", 0.5)
+            .field("x", 1i64);
+        let out = run(&mut Lookups, &[input]);
+        assert_eq!(
+            out.kept,
+            vec![point("m")
+                .tag("dup", "changed")
+                .tag("dup", "second")
+                .tag("new", "v")
+                .field("x", 2i64)
+                .field("z", true)]
+        );
     }
 }
