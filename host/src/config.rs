@@ -253,7 +253,10 @@ pub struct OutputConfig {
     /// Gzip request bodies. Default: true.
     #[serde(default = "default_true")]
     pub gzip: bool,
-    /// Gzip level, 0-9. Default: 1 (fast; level 6 costs three times the CPU).
+    /// Gzip level, 0-9. Default: 1, compressed with ISA-L's igzip (the fastest here,
+    /// and smaller than zlib's level 1); the other levels use zlib. Level 6 took six
+    /// times as long as level 1 in the pipeline bench (1,508 against 235 µs per
+    /// 1,000 points, encoding included).
     #[serde(default = "default_gzip_level")]
     pub gzip_level: u32,
     /// A write is sent when it holds this many points... Default: 10000.

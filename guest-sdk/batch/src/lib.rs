@@ -31,22 +31,9 @@ pub use validate::BatchError;
 
 /// A `(start, len)` reference: into the arena for strings, into a record array for
 /// the tags and fields of a point.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    Encode,
-    Decode,
-    FromBytes,
-    IntoBytes,
-    Immutable,
-    KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Encode, Decode)]
 #[repr(C)]
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Span {
     /// Index of the first byte (or record).
     pub start: u32,
@@ -118,21 +105,9 @@ impl Format {
 }
 
 /// Where a point came from: read-only context for stages.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Encode,
-    Decode,
-    FromBytes,
-    IntoBytes,
-    Immutable,
-    KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
 #[repr(C)]
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct SourceRecord {
     /// The Kafka topic (or the name given to `boulder transform`), in the arena.
     pub topic: Span,
@@ -141,21 +116,9 @@ pub struct SourceRecord {
 }
 
 /// One point.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Encode,
-    Decode,
-    FromBytes,
-    IntoBytes,
-    Immutable,
-    KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
 #[repr(C)]
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct PointRecord {
     /// The measurement (metric name), in the arena.
     pub measurement: Span,
@@ -176,21 +139,9 @@ pub struct PointRecord {
 }
 
 /// A tag: `key=value`, both in the arena.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Encode,
-    Decode,
-    FromBytes,
-    IntoBytes,
-    Immutable,
-    KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
 #[repr(C)]
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TagRecord {
     /// The tag key.
     pub key: Span,
@@ -204,10 +155,9 @@ pub struct TagRecord {
 /// Packed to 4-byte alignment so that, like the other records, it is laid out in
 /// memory exactly as on the wire (20 bytes: `bits` at offset 12); read its fields
 /// by value (`let bits = f.bits;`), as a reference to `bits` may be unaligned.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C, packed(4))]
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct FieldRecord {
     /// The field key, in the arena.
     pub key: Span,
