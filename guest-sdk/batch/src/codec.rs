@@ -291,13 +291,8 @@ mod tests {
         // The host checks answers in place and then decodes them unchecked: the two
         // must agree with `decode` on every input.
         #[test]
-        fn checking_in_place_agrees_with_decoding(
-            b in batch(),
-            ascii in any::<bool>(),
-            at in any::<prop::sample::Index>(),
-            byte in any::<u8>(),
-        ) {
-            let bytes = corrupted(b, ascii, Bytes::All, at, byte);
+        fn checking_in_place_agrees_with_decoding(c in corruption()) {
+            let bytes = c.apply(Bytes::All);
             let decoded = decode(&bytes);
             prop_assert_eq!(check(&bytes), decoded.clone().map(drop));
             if let Ok(batch) = decoded {
@@ -306,13 +301,8 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_a_corrupted_batch(b in batch(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
-            let mut bytes = encode(&b);
-            if !bytes.is_empty() {
-                let i = at.index(bytes.len());
-                bytes[i] = byte;
-            }
-            if let Ok(decoded) = decode(&bytes) {
+        fn never_panics_on_a_corrupted_batch(c in corruption()) {
+            if let Ok(decoded) = decode(&c.apply(Bytes::All)) {
                 // Whatever survives decoding must be safe to read in full.
                 for p in decoded.iter() {
                     let _ = (p.measurement(), p.tags().count(), p.fields().count(), p.source_topic());
@@ -321,49 +311,55 @@ mod tests {
         }
     }
 
-    /// Which bytes of an encoded batch [`corrupted`] may change.
+    /// Which bytes of an encoded batch [`Corruption::apply`] may change.
     enum Bytes {
         All,
         /// Not the arena, which then stays UTF-8.
         Records,
     }
 
-    /// The encoding of `b` with one byte (picked by `at` among `which`) set to
-    /// `byte`. With `ascii`, every byte beyond ASCII in the arena is replaced
-    /// first: the same length, so every span keeps its range, and the checks'
-    /// quick pass applies.
-    fn corrupted(
-        mut b: Batch,
+    /// A batch, and one byte of its encoding to overwrite.
+    #[derive(Debug)]
+    struct Corruption {
+        batch: Batch,
+        /// Whether every byte beyond ASCII in the arena is replaced first: the same
+        /// length, so every span keeps its range, and the checks' quick pass applies.
         ascii: bool,
-        which: Bytes,
         at: prop::sample::Index,
         byte: u8,
-    ) -> Vec<u8> {
-        if ascii {
-            let bytes = b.arena.bytes().map(|c| if c.is_ascii() { c } else { b'x' });
-            b.arena = String::from_utf8(bytes.collect()).unwrap();
+    }
+
+    prop_compose! {
+        fn corruption()(batch in batch(), ascii in any::<bool>(), at in any::<prop::sample::Index>(), byte in any::<u8>()) -> Corruption {
+            Corruption { batch, ascii, at, byte }
         }
-        let mut bytes = encode(&b);
-        let from = match which {
-            Bytes::All => 0,
-            Bytes::Records => 8 + b.arena.len(),
-        };
-        let i = from + at.index(bytes.len() - from);
-        bytes[i] = byte;
-        bytes
+    }
+
+    impl Corruption {
+        /// The encoding with the byte (picked by `at` among `which`) set to `byte`.
+        fn apply(mut self, which: Bytes) -> Vec<u8> {
+            if self.ascii {
+                let arena = self.batch.arena.bytes();
+                let bytes = arena.map(|c| if c.is_ascii() { c } else { b'x' });
+                self.batch.arena = String::from_utf8(bytes.collect()).unwrap();
+            }
+            let mut bytes = encode(&self.batch);
+            let from = match which {
+                Bytes::All => 0,
+                Bytes::Records => 8 + self.batch.arena.len(),
+            };
+            let i = from + self.at.index(bytes.len() - from);
+            bytes[i] = self.byte;
+            bytes
+        }
     }
 
     proptest! {
         // `validate` first tries a quick pass over ASCII batches; it must accept
         // exactly what the record-by-record check accepts.
         #[test]
-        fn the_quick_check_agrees_with_the_thorough_one(
-            b in batch(),
-            ascii in any::<bool>(),
-            at in any::<prop::sample::Index>(),
-            byte in any::<u8>(),
-        ) {
-            let bytes = corrupted(b, ascii, Bytes::Records, at, byte);
+        fn the_quick_check_agrees_with_the_thorough_one(c in corruption()) {
+            let bytes = c.apply(Bytes::Records);
             if let Ok((corrupt, _)) = bincode::decode_from_slice::<Batch, _>(&bytes, CONFIG) {
                 prop_assert_eq!(corrupt.validate(), corrupt.find_fault());
             }
