@@ -36,6 +36,9 @@ fi
 source "$root/scripts/guest-env.sh"
 cargo_bin=$BOULDER_GUEST_CARGO
 toolchain=$BOULDER_GUEST_TOOLCHAIN
+# 128-bit SIMD, which wasmtime runs natively: the arena's UTF-8 check (simdutf8) uses
+# it. Set for the wasm32 target only, so host tools built here are unaffected.
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:--C target-feature=+simd128}"
 
 # ---- componentizer ----
 if [ "${BOULDER_COMPONENTIZER:-}" != plain ] && cargo component --version >/dev/null 2>&1; then

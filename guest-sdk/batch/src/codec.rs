@@ -126,7 +126,7 @@ impl<'a> Sections<'a> {
             )));
         }
         let mut reader = Reader { bytes };
-        let arena = std::str::from_utf8(reader.take(1)?)
+        let arena = simdutf8::compat::from_utf8(reader.take(1)?)
             .map_err(|e| BatchError::Decode(format!("the string arena is not UTF-8: {e}")))?;
         let sections = Sections {
             arena,
@@ -375,5 +375,27 @@ mod tests {
         let mut bytes = (1u64 << 40).to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0; 64]);
         assert!(decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn refuses_an_arena_that_is_not_utf8_wherever_the_bad_byte_is() {
+        // Long enough for the vectorised check's blocks and its scalar tail.
+        let mut batch = Batch::new();
+        batch.push_str(&"abcdefgh".repeat(40));
+        let clean = encode(&batch);
+        let arena_start = 8; // after the arena's length
+        for at in [0, 1, 63, 64, 200, 319] {
+            let mut bytes = clean.clone();
+            bytes[arena_start + at] = 0xff;
+            for result in [
+                check(&bytes),
+                decode(&bytes).map(drop),
+                decode_trusted(&bytes).map(drop),
+            ] {
+                let error = result.unwrap_err().to_string();
+                assert!(error.contains("not UTF-8"), "byte {at}: {error}");
+            }
+        }
+        assert!(check(&clean).is_ok());
     }
 }

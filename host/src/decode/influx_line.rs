@@ -58,7 +58,7 @@ pub fn decode(
         input,
         // Checked once for the whole message; only a message with invalid UTF-8
         // somewhere pays for a check per token, so that only its bad lines fail.
-        text: std::str::from_utf8(input).ok(),
+        text: simdutf8::basic::from_utf8(input).ok(),
         pos: 0,
         string_newlines: 0,
         batch,
@@ -266,7 +266,8 @@ impl<'a> Parser<'a, '_> {
         self.skip_spaces();
         if !self.at_line_end() {
             let raw = self.token(&TIMESTAMP_END);
-            let value = std::str::from_utf8(raw)
+            let value = self
+                .str(raw)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
                 .ok_or("invalid timestamp")?;

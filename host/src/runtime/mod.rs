@@ -127,6 +127,9 @@ impl Runtime {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            // The pool's memories never move; saying so lets compiled code keep a
+            // memory's base address in a register instead of reloading it.
+            .memory_may_move(false)
             .max_wasm_stack(settings.max_wasm_stack.as_u64() as usize)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;

@@ -196,6 +196,25 @@ fn reports_each_kind_of_error() {
     let mut batch = Batch::new();
     let errors = decode(b"m\xff f=1", Precision::Ns, 0, 0, &mut batch);
     assert_eq!(errors[0].reason, "not valid UTF-8");
+    // In a long message only the line with the bad byte fails, wherever it is.
+    for bad in [0, 57, 199] {
+        let mut text = Vec::new();
+        for i in 0..200 {
+            if i == bad {
+                text.extend_from_slice(b"cpu,host=a\xffb usage=1 1\n");
+            } else {
+                text.extend_from_slice(format!("cpu,host=h{i} usage={i} {i}\n").as_bytes());
+            }
+        }
+        let mut batch = Batch::new();
+        let errors = decode(&text, Precision::Ns, 0, 0, &mut batch);
+        assert_eq!(batch.len(), 199, "bad line {bad}");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            (errors[0].line, errors[0].reason.as_str()),
+            (bad + 1, "not valid UTF-8")
+        );
+    }
     for empty in ["", " \n\n"] {
         let (b, errors) = parse(empty);
         assert!(b.is_empty());
