@@ -79,28 +79,62 @@ const KEY: Escaping = Escaping::new(KEY_SPECIALS);
 /// error `out` is left as it was.
 pub fn write_point(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(), Unwritable> {
     let start = out.len();
-    let result = write_point_inner(batch, index, out);
+    let result = write_point_inner(batch, index, out, Strings::MayNeedEscaping);
     if result.is_err() {
         out.truncate(start);
     }
     result
 }
 
-fn write_point_inner(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(), Unwritable> {
+// `Strings::of` scans for exactly these bytes (the measurement's are among them).
+const _: () = assert!(KEY_SPECIALS.len() == 3);
+
+/// What is known of a batch's strings before writing its points.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strings {
+    /// Each string is scanned for bytes to escape as it is written.
+    MayNeedEscaping,
+    /// The arena holds no byte that any string would escape (nor a newline), so
+    /// every string is copied as it is.
+    Plain,
+}
+
+impl Strings {
+    /// One vectorised scan of the whole arena, instead of one scan per string: most
+    /// batches have no comma, equals sign, space, backslash or newline in any name.
+    fn of(batch: &Batch) -> Strings {
+        let arena = batch.arena.as_bytes();
+        let [a, b, c] = [KEY_SPECIALS[0], KEY_SPECIALS[1], KEY_SPECIALS[2]];
+        if memchr::memchr3(a, b, c, arena).is_none()
+            && memchr::memchr2(b'\\', b'\n', arena).is_none()
+        {
+            Strings::Plain
+        } else {
+            Strings::MayNeedEscaping
+        }
+    }
+}
+
+fn write_point_inner(
+    batch: &Batch,
+    index: usize,
+    out: &mut Vec<u8>,
+    strings: Strings,
+) -> Result<(), Unwritable> {
     let point = batch.point(index);
     let measurement = point.measurement();
     if measurement.is_empty() {
         return Err(Unwritable::EmptyMeasurement);
     }
-    write_escaped(out, measurement, &MEASUREMENT)?;
+    write_escaped(out, measurement, &MEASUREMENT, strings)?;
     for (key, value) in point.tags() {
         if key.is_empty() || value.is_empty() {
             continue;
         }
         out.push(b',');
-        write_escaped(out, key, &KEY)?;
+        write_escaped(out, key, &KEY, strings)?;
         out.push(b'=');
-        write_escaped(out, value, &KEY)?;
+        write_escaped(out, value, &KEY, strings)?;
     }
     let mut separator = b' ';
     for (key, value) in point.fields() {
@@ -109,7 +143,7 @@ fn write_point_inner(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(
         }
         out.push(separator);
         separator = b',';
-        write_escaped(out, key, &KEY)?;
+        write_escaped(out, key, &KEY, strings)?;
         out.push(b'=');
         write_value(out, value);
     }
@@ -149,9 +183,14 @@ fn write_value(out: &mut Vec<u8>, value: FieldValue<'_>) {
     }
 }
 
-fn write_escaped(out: &mut Vec<u8>, s: &str, escaping: &Escaping) -> Result<(), Unwritable> {
+fn write_escaped(
+    out: &mut Vec<u8>,
+    s: &str,
+    escaping: &Escaping,
+    strings: Strings,
+) -> Result<(), Unwritable> {
     let (bytes, specials) = (s.as_bytes(), escaping.specials);
-    if !bytes.iter().any(|&b| escaping.needs_care[b as usize]) {
+    if strings == Strings::Plain || !bytes.iter().any(|&b| escaping.needs_care[b as usize]) {
         out.extend_from_slice(bytes);
         return Ok(());
     }
@@ -192,8 +231,11 @@ pub fn point_to_line(batch: &Batch, index: usize) -> String {
 /// reasons of the others.
 pub fn write_batch(batch: &Batch, out: &mut Vec<u8>) -> Vec<(usize, Unwritable)> {
     let mut unwritable = Vec::new();
+    let strings = Strings::of(batch);
     for i in 0..batch.len() {
-        if let Err(e) = write_point(batch, i, out) {
+        let start = out.len();
+        if let Err(e) = write_point_inner(batch, i, out, strings) {
+            out.truncate(start);
             unwritable.push((i, e));
         }
     }
@@ -283,5 +325,41 @@ mod tests {
             write_point(&empty, 0, &mut out),
             Err(Unwritable::EmptyMeasurement)
         );
+    }
+
+    #[test]
+    fn a_batch_is_written_as_its_points_are_one_by_one() {
+        // Every byte that some name escapes turns the batch's fast path off, and
+        // the batch's text is always its points' text.
+        let mut escaped: Vec<u8> = (0..=255u8)
+            .filter(|&b| KEY.needs_care[b as usize] || MEASUREMENT.needs_care[b as usize])
+            .collect();
+        escaped.push(b'x');
+        for byte in escaped {
+            let odd = format!("v{}w", byte as char);
+            for place in 0..3 {
+                let mut b = one("cpu", &[("host", "a")], &[("f", FieldValue::Int(1))], 1);
+                let (m, t, f) = match place {
+                    0 => (odd.as_str(), "t", "f"),
+                    1 => ("m", odd.as_str(), "f"),
+                    _ => ("m", "t", odd.as_str()),
+                };
+                let m = b.push_str(m);
+                b.begin_point(m, 2, 0);
+                let (k, v) = (b.push_str("k"), b.push_str(t));
+                b.push_tag(k, v);
+                b.push_field_value(f, FieldValue::Float(0.5));
+
+                let plain = byte == b'x';
+                assert_eq!(Strings::of(&b) == Strings::Plain, plain, "{byte:#x}");
+                let (mut whole, mut each) = (Vec::new(), Vec::new());
+                let unwritable = write_batch(&b, &mut whole);
+                for i in 0..b.len() {
+                    let _ = write_point(&b, i, &mut each);
+                }
+                assert_eq!(whole, each, "{byte:#x} in place {place}");
+                assert_eq!(unwritable.is_empty(), byte != b'\n', "{byte:#x}");
+            }
+        }
     }
 }
