@@ -59,6 +59,7 @@ pub fn decode(
         // Checked once for the whole message; only a message with invalid UTF-8
         // somewhere pays for a check per token, so that only its bad lines fail.
         text: simdutf8::basic::from_utf8(input).ok(),
+        escapes: memchr::memchr(b'\\', input).is_some(),
         pos: 0,
         string_newlines: 0,
         batch,
@@ -124,6 +125,9 @@ pub fn decode(
 struct Parser<'a, 'b> {
     input: &'a [u8],
     text: Option<&'a str>,
+    /// Whether the message has a backslash anywhere: most have none, and then no
+    /// token needs a look for escapes.
+    escapes: bool,
     pos: usize,
     /// Newlines inside string fields of the current point.
     string_newlines: usize,
@@ -156,7 +160,7 @@ impl<'a> Parser<'a, '_> {
     /// or `\`.
     fn push_unescaped(&mut self, raw: &'a [u8], specials: &[u8]) -> Parse<Span> {
         let text = self.str(raw)?;
-        if !raw.contains(&b'\\') {
+        if !self.escapes || !raw.contains(&b'\\') {
             return Ok(self.batch.push_str(text));
         }
         let arena = &mut self.batch.arena;
@@ -331,7 +335,9 @@ impl<'a> Parser<'a, '_> {
             }
             self.pos += 1;
         }
-        parse_scalar(&self.input[start..self.pos])
+        // Only ASCII is valid here, so a token that is not text is no value either.
+        let text = self.str(&self.input[start..self.pos]);
+        parse_scalar(text.map_err(|_| "invalid field value")?)
     }
 
     fn string_value(&mut self) -> Parse<(FieldKind, u64)> {
@@ -365,15 +371,13 @@ impl<'a> Parser<'a, '_> {
     }
 }
 
-fn parse_scalar(raw: &[u8]) -> Parse<(FieldKind, u64)> {
-    match raw {
+fn parse_scalar(text: &str) -> Parse<(FieldKind, u64)> {
+    match text.as_bytes() {
         b"t" | b"T" | b"true" | b"True" | b"TRUE" => return Ok((FieldKind::Bool, 1)),
         b"f" | b"F" | b"false" | b"False" | b"FALSE" => return Ok((FieldKind::Bool, 0)),
         [] => return Err("missing field value"),
         _ => {}
     }
-    // Only ASCII is valid here, so the conversion cannot fail for a valid token.
-    let text = std::str::from_utf8(raw).map_err(|_| "invalid field value")?;
     if let Some(int) = text.strip_suffix('i') {
         let v: i64 = int.parse().map_err(|_| "invalid integer field")?;
         return Ok((FieldKind::Int, v as u64));
