@@ -41,7 +41,9 @@
 #   --perf          also record each run's CPU profile (perf record -g; perf costs
 #                   CPU too, so its runs' figures are not for the table) next to its log
 #   --smoke         N = 20,000: a quick end-to-end check (what scripts/test.sh runs)
-# Environment: BENCH_KAFKA_OPTIONS (the consumer's librdkafka options, see below),
+# Environment: BENCH_BOULDER (a boulder binary to run instead of building one, to
+# compare two builds in alternating invocations), BENCH_KAFKA_OPTIONS (the
+# consumer's librdkafka options, see below),
 # BENCH_PIPELINE (lines for the config's [pipeline] table),
 # BOULDER_KAFKA_PORT, BOULDER_VM_A_PORT, BOULDER_SERVICES_DIR (as scripts/services.sh).
 set -euo pipefail
@@ -93,7 +95,7 @@ done
 # ---- where things are ----
 kafka=127.0.0.1:${BOULDER_KAFKA_PORT:-19092}
 vm=http://127.0.0.1:${BOULDER_VM_A_PORT:-18428}
-boulder=$root/target/release/boulder
+boulder=${BENCH_BOULDER:-$root/target/release/boulder}
 bench=$root/target/bench
 id=$(date -u +%Y%m%d-%H%M%S)-$$       # names this invocation's runs: topics, groups, run tags
 dir=$bench/runs/$id                    # its configs and logs
@@ -124,8 +126,12 @@ trap on_exit EXIT
 trap 'exit 130' INT TERM
 
 # ---- 1. build, then services ----
-log "building boulder (release) and the guests"
-cargo build --release --quiet -p boulder
+if [ -n "${BENCH_BOULDER:-}" ]; then
+    log "using $boulder (BENCH_BOULDER); building the guests"
+else
+    log "building boulder (release) and the guests"
+    cargo build --release --quiet -p boulder
+fi
 scripts/build-guests.sh
 
 services_status=$(scripts/services.sh status)
