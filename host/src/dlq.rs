@@ -26,11 +26,11 @@
 
 use crate::config::{DlqConfig, KafkaConfig};
 use crate::kafka::ack::Ack;
+use crate::kafka::producer::ReportingProducer;
 use crate::metrics::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -332,7 +332,7 @@ pub fn headers_of(
 /// The dead-letter producer.
 pub struct Dlq {
     config: rdkafka::ClientConfig,
-    producer: Mutex<FutureProducer>,
+    producer: Mutex<ReportingProducer>,
     topic: String,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -363,7 +363,7 @@ impl Dlq {
             }
         };
         Ok(Dlq {
-            producer: Mutex::new(config.create()?),
+            producer: Mutex::new(ReportingProducer::create(&config)?),
             config,
             topic: dlq.topic.clone(),
             health: Arc::new(Health::new(
@@ -450,12 +450,12 @@ impl Dlq {
     /// Replaces a producer that can no longer write (after a fatal error, or
     /// once the broker refuses its producer id), unless another letter has
     /// replaced it already: an idempotent producer never recovers from either.
-    fn replace(&self, failed: &FutureProducer, code: RDKafkaErrorCode, reason: &str) {
+    fn replace(&self, failed: &ReportingProducer, code: RDKafkaErrorCode, reason: &str) {
         let mut current = self.producer.lock().expect("poisoned");
-        if current.client().native_ptr() != failed.client().native_ptr() {
+        if !current.same_as(failed) {
             return;
         }
-        match self.config.create() {
+        match ReportingProducer::create(&self.config) {
             Ok(new) => {
                 *current = new;
                 tracing::warn!(topic = %self.topic, error = %code, reason, "the dead-letter producer can no longer write; replaced it with a new one");
@@ -492,14 +492,9 @@ impl Dlq {
         let mut backoff = crate::retry::backoff(Duration::from_secs(10));
         let mut attempt = 0u32;
         loop {
-            let mut record = FutureRecord::to(&self.topic)
-                .payload(value)
-                .headers(headers.clone());
-            if let Some(key) = &letter.key {
-                record = record.key(key);
-            }
             let producer = self.producer.lock().expect("poisoned").clone();
-            let delivery = producer.send(record, Duration::from_secs(5));
+            let delivery =
+                producer.send(&self.topic, letter.key.as_deref(), value, headers.clone());
             tokio::pin!(delivery);
             let delivered = match tokio::time::timeout(UNCONFIRMED, &mut delivery).await {
                 Ok(delivered) => delivered,
@@ -511,13 +506,13 @@ impl Dlq {
                 }
             };
             let error = match delivered {
-                Ok(_) => return Ok(()),
-                Err((e, _)) => e,
+                Ok(()) => return Ok(()),
+                Err(e) => e,
             };
             if too_large(&error) && value.len() > MIN_VALUE {
                 return Err((value.len() / 2).max(MIN_VALUE));
             }
-            if let Some((code, reason)) = producer.client().fatal_error() {
+            if let Some((code, reason)) = producer.fatal_error() {
                 self.replace(&producer, code, &reason);
             } else if let Some(code) = error.rdkafka_error_code().filter(|c| lost_identity(*c)) {
                 self.replace(

@@ -7,6 +7,7 @@
 //! stored every `auto.commit.interval.ms` and on close.
 
 pub mod ack;
+pub mod producer;
 
 use crate::config::{InputConfig, KafkaConfig, PipelineConfig};
 use crate::dlq::Health;
