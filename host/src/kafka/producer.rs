@@ -123,3 +123,35 @@ impl ReportingProducer {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_record_that_cannot_be_delivered_reports_the_broker_s_error() {
+        // Nothing listens on port 1: the record times out in librdkafka, and the
+        // report (not a dropped sender) must say so.
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "300");
+        let producer = ReportingProducer::create(&config).unwrap();
+        // A report that never came would hang the test; this makes it fail instead.
+        let sent = producer.send("t", Some(b"k"), b"v", OwnedHeaders::new());
+        let result = tokio::time::timeout(Duration::from_secs(60), sent)
+            .await
+            .expect("no delivery report within a minute");
+        assert!(
+            matches!(
+                result,
+                Err(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageTimedOut
+                ))
+            ),
+            "{result:?}"
+        );
+        assert!(producer.same_as(&producer.clone()));
+        assert!(!producer.same_as(&ReportingProducer::create(&config).unwrap()));
+    }
+}
