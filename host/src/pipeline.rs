@@ -245,12 +245,11 @@ impl Pipeline {
     /// Decodes every message into one batch whose points' origins are message
     /// indices; what cannot be decoded is dead-lettered with its original bytes.
     fn decode(&self, messages: &[Consumed], now_ns: i64) -> Batch {
-        let mut batch = Batch::with_capacity(messages.len() * 100);
         // A point's strings are cut from its message's text (unescaping only
         // shortens them): with room for all of the messages' text, the arena is
         // hardly ever copied to grow (topic names are the rest).
         let text: usize = messages.iter().map(|m| m.payload.len()).sum();
-        batch.arena = String::with_capacity(text);
+        let mut batch = Batch::with_room(messages.len() * 100, text);
         for (i, m) in messages.iter().enumerate() {
             let source = batch.source(&m.topic, m.format);
             let first = batch.len();

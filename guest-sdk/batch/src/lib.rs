@@ -256,8 +256,14 @@ impl Batch {
 
     /// An empty batch with room for `points` points of typical shape.
     pub fn with_capacity(points: usize) -> Batch {
+        Batch::with_room(points, points * 64)
+    }
+
+    /// An empty batch with room for `points` points of typical shape and
+    /// `arena_bytes` bytes of strings.
+    pub fn with_room(points: usize, arena_bytes: usize) -> Batch {
         Batch {
-            arena: String::with_capacity(points * 64),
+            arena: String::with_capacity(arena_bytes),
             sources: Vec::new(),
             points: Vec::with_capacity(points),
             tags: Vec::with_capacity(points * 3),

@@ -70,7 +70,7 @@ impl Escaping {
 /// What a backslash escapes in a measurement (besides a backslash before them).
 pub(crate) const MEASUREMENT_SPECIALS: &[u8] = b", ";
 /// ...and in tag keys, tag values and field keys. The decoder reads by the same.
-pub(crate) const KEY_SPECIALS: &[u8] = b",= ";
+pub(crate) const KEY_SPECIALS: &[u8; 3] = b",= ";
 
 const MEASUREMENT: Escaping = Escaping::new(MEASUREMENT_SPECIALS);
 const KEY: Escaping = Escaping::new(KEY_SPECIALS);
@@ -78,16 +78,23 @@ const KEY: Escaping = Escaping::new(KEY_SPECIALS);
 /// Appends point `index` of `batch` as one line (with its newline) to `out`. On
 /// error `out` is left as it was.
 pub fn write_point(batch: &Batch, index: usize, out: &mut Vec<u8>) -> Result<(), Unwritable> {
+    write_point_with(batch, index, out, Strings::MayNeedEscaping)
+}
+
+/// [`write_point`], knowing what `strings` says of the batch's strings.
+fn write_point_with(
+    batch: &Batch,
+    index: usize,
+    out: &mut Vec<u8>,
+    strings: Strings,
+) -> Result<(), Unwritable> {
     let start = out.len();
-    let result = write_point_inner(batch, index, out, Strings::MayNeedEscaping);
+    let result = write_point_inner(batch, index, out, strings);
     if result.is_err() {
         out.truncate(start);
     }
     result
 }
-
-// `Strings::of` scans for exactly these bytes (the measurement's are among them).
-const _: () = assert!(KEY_SPECIALS.len() == 3);
 
 /// What is known of a batch's strings before writing its points.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -104,7 +111,8 @@ impl Strings {
     /// batches have no comma, equals sign, space, backslash or newline in any name.
     fn of(batch: &Batch) -> Strings {
         let arena = batch.arena.as_bytes();
-        let [a, b, c] = [KEY_SPECIALS[0], KEY_SPECIALS[1], KEY_SPECIALS[2]];
+        // The measurement's specials are among the keys'.
+        let &[a, b, c] = KEY_SPECIALS;
         if memchr::memchr3(a, b, c, arena).is_none()
             && memchr::memchr2(b'\\', b'\n', arena).is_none()
         {
@@ -233,9 +241,7 @@ pub fn write_batch(batch: &Batch, out: &mut Vec<u8>) -> Vec<(usize, Unwritable)>
     let mut unwritable = Vec::new();
     let strings = Strings::of(batch);
     for i in 0..batch.len() {
-        let start = out.len();
-        if let Err(e) = write_point_inner(batch, i, out, strings) {
-            out.truncate(start);
+        if let Err(e) = write_point_with(batch, i, out, strings) {
             unwritable.push((i, e));
         }
     }

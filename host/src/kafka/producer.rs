@@ -13,8 +13,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -27,7 +26,7 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 const QUEUE_RETRY: Duration = Duration::from_millis(100);
 
 /// Hands each delivery report to the future waiting for it.
-pub struct Reports;
+struct Reports;
 
 impl ClientContext for Reports {}
 
@@ -40,43 +39,28 @@ impl ProducerContext for Reports {
     }
 }
 
-/// A producer and the thread that polls its delivery reports. Clones share both;
-/// the thread stops (within a second) once the last clone is dropped.
+/// A producer and the thread that polls its delivery reports. Clones share both.
+/// The thread holds the producer only while it polls, so it stops (within a
+/// second) once the last clone is dropped, and the producer goes with it.
 #[derive(Clone)]
 pub struct ReportingProducer {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
     producer: Arc<BaseProducer<Reports>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 impl ReportingProducer {
     /// A producer with this configuration, and its polling thread.
     pub fn create(config: &ClientConfig) -> KafkaResult<ReportingProducer> {
         let producer: Arc<BaseProducer<Reports>> = Arc::new(config.create_with_context(Reports)?);
-        let stop = Arc::new(AtomicBool::new(false));
-        {
-            let (producer, stop) = (producer.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("boulder-dlq-poll".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        producer.poll(POLL);
-                    }
-                })
-                .map_err(|e| KafkaError::ClientCreation(format!("polling thread: {e}")))?;
-        }
-        Ok(ReportingProducer {
-            shared: Arc::new(Shared { producer, stop }),
-        })
+        let polled: Weak<_> = Arc::downgrade(&producer);
+        std::thread::Builder::new()
+            .name("boulder-dlq-poll".into())
+            .spawn(move || {
+                while let Some(producer) = polled.upgrade() {
+                    producer.poll(POLL);
+                }
+            })
+            .map_err(|e| KafkaError::ClientCreation(format!("polling thread: {e}")))?;
+        Ok(ReportingProducer { producer })
     }
 
     /// Sends one record and waits for its delivery report. A full local queue is
@@ -99,7 +83,7 @@ impl ReportingProducer {
         }
         let started = Instant::now();
         loop {
-            match self.shared.producer.send(record) {
+            match self.producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if started.elapsed() < QUEUE_TIMEOUT =>
@@ -115,12 +99,12 @@ impl ReportingProducer {
 
     /// The producer's fatal error, if it has had one (it can write no more).
     pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {
-        self.shared.producer.client().fatal_error()
+        self.producer.client().fatal_error()
     }
 
     /// Whether both are clones of one producer.
     pub fn same_as(&self, other: &ReportingProducer) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        Arc::ptr_eq(&self.producer, &other.producer)
     }
 }
 
