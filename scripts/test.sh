@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One full run builds each crate once, so incremental caches only cost disk
+# (gigabytes, with wasmtime and rdkafka); a developer's own setting wins.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 scripts/install-deps.sh
 scripts/build-guests.sh
 cargo fmt --all -- --check
