@@ -174,7 +174,7 @@ pub mod __private {
                 .as_mut()
                 .and_then(|t| t.downcast_mut::<T>())
                 .ok_or_else(|| stage::Error::Other("process called before init".into()))?;
-            let (batch, rejections) = process_bytes(transform, &batch).map_err(|e| match e {
+            let (batch, rejections) = process_bytes(transform, batch).map_err(|e| match e {
                 ProcessError::InvalidBatch(e) => stage::Error::InvalidBatch(e.to_string()),
             })?;
             let rejections = rejections

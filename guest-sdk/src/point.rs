@@ -18,6 +18,9 @@ pub struct Point<'a> {
     // The input point, which `split` copies again.
     input: &'a Batch,
     input_index: usize,
+    // Whether a record was written: every edit goes through `record_mut`,
+    // `tag_record_mut` or `field_record_mut` (or adds a point, in `split`).
+    edited: bool,
 }
 
 impl<'a> Point<'a> {
@@ -43,7 +46,14 @@ impl<'a> Point<'a> {
             batch,
             input,
             input_index,
+            edited: false,
         }
+    }
+
+    /// Whether any record of the point (or of a split copy) was written since
+    /// `copy_of`. Writing a value equal to the old one counts too.
+    pub(crate) fn edited(&self) -> bool {
+        self.edited
     }
 
     #[inline]
@@ -58,6 +68,7 @@ impl<'a> Point<'a> {
 
     #[inline]
     fn record_mut(&mut self) -> &mut PointRecord {
+        self.edited = true;
         let i = self.index();
         &mut self.batch.points[i]
     }
@@ -243,6 +254,7 @@ impl<'a> Point<'a> {
 
     #[inline]
     fn tag_record_mut(&mut self, index: usize) -> &mut TagRecord {
+        self.edited = true;
         let i = self.tag_absolute(index);
         &mut self.batch.tags[i]
     }
@@ -364,6 +376,7 @@ impl<'a> Point<'a> {
 
     #[inline]
     fn field_record_mut(&mut self, index: usize) -> &mut FieldRecord {
+        self.edited = true;
         let i = self.field_absolute(index);
         &mut self.batch.fields[i]
     }
@@ -410,6 +423,7 @@ impl<'a> Point<'a> {
     /// # let _ = one_field_each;
     /// ```
     pub fn split(&mut self) {
+        self.edited = true;
         push_copy(self.batch, self.input, self.input_index);
     }
 

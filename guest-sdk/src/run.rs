@@ -64,15 +64,20 @@ pub(crate) enum ProcessError {
     InvalidBatch(BatchError),
 }
 
-/// Decodes a batch, runs `transform` over it and encodes the kept points.
+/// Decodes a batch, runs `transform` over it and encodes the kept points. When the
+/// transform kept every point as it was, the answer is the input itself: nothing
+/// to encode here, and for the host an answer equal to what it sent needs no check.
 pub(crate) fn process_bytes<T: Transform>(
     transform: &mut T,
-    input: &[u8],
+    input_bytes: Vec<u8>,
 ) -> Result<(Vec<u8>, Vec<Rejection>), ProcessError> {
     // Not validated again here: the host checks every batch it passes to a guest.
-    let input = codec::decode_trusted(input).map_err(ProcessError::InvalidBatch)?;
-    let (output, rejections) = transform_batch(transform, &input);
-    Ok((codec::encode(&output), rejections))
+    let input = codec::decode_trusted(&input_bytes).map_err(ProcessError::InvalidBatch)?;
+    let answer = run_points(transform, &input);
+    if answer.is_input(&input) {
+        return Ok((input_bytes, answer.rejections));
+    }
+    Ok((codec::encode(&answer.output), answer.rejections))
 }
 
 /// Runs `transform` over every point of `input`, in order.
@@ -81,6 +86,34 @@ pub(crate) fn process_bytes<T: Transform>(
 /// is kept unchanged costs copying its fixed-size records and nothing else; a
 /// renamed string is appended to the arena.
 pub fn transform_batch<T: Transform>(transform: &mut T, input: &Batch) -> (Batch, Vec<Rejection>) {
+    let answer = run_points(transform, input);
+    (answer.output, answer.rejections)
+}
+
+/// What [`run_points`] made of a batch.
+struct Answer {
+    output: Batch,
+    rejections: Vec<Rejection>,
+    // Whether the output's records started as copies of the input's.
+    records_in_place: bool,
+    // Whether any kept point's records were written.
+    edited: bool,
+}
+
+impl Answer {
+    /// Whether the output is the input, record for record and byte for byte:
+    /// every point kept in place, none edited, split or rejected, no string added.
+    fn is_input(&self, input: &Batch) -> bool {
+        self.records_in_place
+            && !self.edited
+            && self.rejections.is_empty()
+            && self.output.points.len() == input.points.len()
+            && self.output.arena.len() == input.arena.len()
+    }
+}
+
+/// [`transform_batch`], telling also whether anything was edited.
+fn run_points<T: Transform>(transform: &mut T, input: &Batch) -> Answer {
     // The records copied whole, once, for each point's first copy to use in place
     // (see `Point::copy_of`); a dropped point's records stay, referred to by
     // nothing. Not when input points share records: editing one would change the
@@ -102,10 +135,12 @@ pub fn transform_batch<T: Transform>(transform: &mut T, input: &Batch) -> (Batch
         fields,
     };
     let mut rejections = Vec::new();
+    let mut edited = false;
     for index in 0..input.points.len() {
         let mark = (output.points.len(), output.tags.len(), output.fields.len());
         let mut point = Point::copy_of(&mut output, input, index, records_in_place);
         let verdict = transform.process(&mut point);
+        let point_edited = point.edited();
         if !matches!(verdict, Verdict::Keep) {
             // Forget the copies made for this point; strings it appended stay in the
             // arena unreferenced, which is cheaper than compacting.
@@ -116,9 +151,16 @@ pub fn transform_batch<T: Transform>(transform: &mut T, input: &Batch) -> (Batch
                 point: index as u32,
                 verdict,
             });
+        } else {
+            edited |= point_edited;
         }
     }
-    (output, rejections)
+    Answer {
+        output,
+        rejections,
+        records_in_place,
+        edited,
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +255,66 @@ mod tests {
             ]
         );
         assert_eq!(out.dropped(), vec![(3, "dropped")]);
+    }
+
+    type Edit = fn(&mut Point<'_>);
+
+    /// Applies one edit to every point.
+    struct EditEach(Edit);
+
+    impl Transform for EditEach {
+        fn init(_: Params) -> Result<Self, String> {
+            Err("built directly".into())
+        }
+
+        fn process(&mut self, p: &mut Point<'_>) -> Verdict {
+            (self.0)(p);
+            Verdict::Keep
+        }
+    }
+
+    #[test]
+    fn a_batch_kept_as_it_is_is_answered_with_its_own_bytes() {
+        let bytes = codec::encode(&to_batch(&input()));
+        let (ptr, expected) = (bytes.as_ptr(), bytes.clone());
+        // Reads everything, writes nothing.
+        let mut reader = EditEach(|p| {
+            let _ = (p.measurement(), p.tags().count(), p.fields().count());
+        });
+        let (answer, rejections) = process_bytes(&mut reader, bytes).ok().unwrap();
+        assert!(rejections.is_empty());
+        assert_eq!(answer, expected);
+        assert_eq!(answer.as_ptr(), ptr, "the input's own buffer, not a copy");
+    }
+
+    #[test]
+    fn every_kind_of_edit_is_answered_with_a_new_batch() {
+        // Each edit leaves the number of points, records and string bytes as they
+        // were, so only the record of the edit tells the answer from the input.
+        let edits: [(&str, Edit); 6] = [
+            ("timestamp", |p| p.set_timestamp_ns(p.timestamp_ns() + 1)),
+            ("field value", |p| {
+                p.set_field_value_at(0, FieldValue::Int(-1))
+            }),
+            ("remove tag", |p| p.remove_tag_at(0)),
+            ("remove field", |p| p.remove_field_at(1)),
+            ("retain tags", |p| p.retain_tags(|k, _| k != "b")),
+            ("split", |p| p.split()),
+        ];
+        for (name, edit) in edits {
+            let input = input();
+            let bytes = codec::encode(&to_batch(&input));
+            let (answer, _) = process_bytes(&mut EditEach(edit), bytes.clone())
+                .ok()
+                .unwrap();
+            assert_ne!(answer, bytes, "{name}");
+            let expected = transform_batch(&mut EditEach(edit), &to_batch(&input)).0;
+            assert_eq!(
+                from_batch(&codec::decode(&answer).unwrap()),
+                from_batch(&expected),
+                "{name}"
+            );
+        }
     }
 
     #[test]

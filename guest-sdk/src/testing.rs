@@ -17,7 +17,7 @@
 //! assert_eq!(out.kept, vec![point("CPU").tag("host", "a").field("usage", 0.5)]);
 //! ```
 
-use crate::run::transform_batch;
+use crate::run::process_bytes;
 use crate::{Transform, Verdict};
 use boulder_batch::{codec, Batch, FieldValue, Format};
 
@@ -247,9 +247,12 @@ impl Output {
 /// Runs a transform over test points, through the batch encoding and decoding the
 /// component uses, and checks that its output is a valid batch.
 pub fn run<T: Transform>(transform: &mut T, points: &[TestPoint]) -> Output {
-    let input = codec::decode(&codec::encode(&to_batch(points))).expect("valid test batch");
-    let (output, rejections) = transform_batch(transform, &input);
-    let output = codec::decode(&codec::encode(&output)).expect("the SDK writes valid batches");
+    let input = codec::encode(&to_batch(points));
+    codec::check(&input).expect("valid test batch");
+    let Ok((output, rejections)) = process_bytes(transform, input) else {
+        panic!("the SDK could not read a valid batch");
+    };
+    let output = codec::decode(&output).expect("the SDK writes valid batches");
     Output {
         kept: from_batch(&output),
         origins: output.points.iter().map(|p| p.origin as usize).collect(),

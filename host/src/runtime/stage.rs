@@ -258,6 +258,8 @@ impl Stage {
     /// Runs one encoded batch through the stage and returns the guest's answer
     /// unopened, checked in place (its size, layout, and every span, index and
     /// code: [`codec::check`]), so that it may go on to the next guest as it is.
+    /// `input_bytes` must be valid (the host's own encoding, or an answer this
+    /// checked): an answer equal to them is taken without a check.
     pub fn call(&self, input_bytes: &[u8]) -> Result<RawOutput, StageError> {
         let fail = |failure| StageError {
             stage: (*self.id).clone(),
@@ -295,9 +297,14 @@ impl Stage {
                 ratio: self.limits.max_output_ratio,
             }));
         }
-        if let Err(e) = codec::check(&output.batch) {
-            // Retired too: the contract promises no second chance after this.
-            return Err(fail(Failure::MalformedOutput(e.to_string())));
+        // An answer that is the input, byte for byte, is as valid as the input (which
+        // the host encoded or checked): a stage that keeps every point as it is, as
+        // a validation of clean data does, costs a comparison instead of a check.
+        if output.batch != input_bytes {
+            if let Err(e) = codec::check(&output.batch) {
+                // Retired too: the contract promises no second chance after this.
+                return Err(fail(Failure::MalformedOutput(e.to_string())));
+            }
         }
         self.checkin(instance);
         Ok(RawOutput {
