@@ -9,9 +9,9 @@
 #      series, 1-5 tags and 1-5 fields, 3 of each on average, 20% single-field,
 #      floats and some integers, nanosecond timestamps in the last hour, plus a
 #      `test` tag) into target/bench/points.lp;
-#   3. for each variant (wasm: the chain as WebAssembly components; native:
-#      `[runtime] native_builtins = true`, skipped with a note when this build does
-#      not know the key), K times:
+#   3. K rounds of one run of each variant (wasm: the chain as WebAssembly
+#      components; native: `[runtime] native_builtins = true`, skipped with a note
+#      when this build does not know the key); each run:
 #        - preloads the points, tagged test=bench-<this run's id>, into a fresh
 #          topic of that name (P partitions, 100 lines per message), untimed;
 #        - starts `boulder run` on that topic with a new consumer group (so from
@@ -446,7 +446,12 @@ for variant in wasm native; do
         continue
     fi
     variants+=("$variant")
-    for ((k = 1; k <= runs; k++)); do run_once "$variant" "$k"; done
+done
+# Rounds of one run per variant, so that the machine's drift over the minutes of
+# a benchmark (VictoriaMetrics merging what earlier runs wrote, among others)
+# weighs on both variants alike, and each round gives a ratio of its own.
+for ((k = 1; k <= runs; k++)); do
+    for variant in "${variants[@]}"; do run_once "$variant" "$k"; done
 done
 run_stalled
 
@@ -490,7 +495,11 @@ git diff --quiet HEAD 2>/dev/null || commit+=" (with uncommitted changes)"
     if [ -n "$native_note" ]; then
         echo "$native_note"
     else
-        echo "CPU s wasm/native: $(ratio "$cpu_wasm" "$cpu_native" 2)"
+        # Each round's ratio too: the same drift was on both of its runs.
+        rounds=$(awk -F'\t' '$1 == "wasm" { w[++nw] = $3 } $1 == "native" { n[++nn] = $3 }
+            END { for (i = 1; i <= nw && i <= nn; i++) printf "%s%.2f", (i > 1 ? ", " : ""), w[i] / n[i] }' \
+            "$dir/results.tsv")
+        echo "CPU s wasm/native: $(ratio "$cpu_wasm" "$cpu_native" 2) (of the medians); by round: $rounds"
     fi
     echo
     read -r s_budget s_in_flight s_start s_hwm <"$dir/stalled.tsv"
