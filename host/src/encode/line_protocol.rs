@@ -11,7 +11,7 @@
 //! writable field (NaN and ±Inf have no spelling), an empty measurement, or a
 //! newline in a name. Empty tag keys or values are left out, as Influx requires.
 
-use boulder_batch::{Batch, FieldValue};
+use boulder_batch::{Batch, FieldValue, PointRef};
 use std::fmt;
 
 /// Why a point cannot be written as line protocol.
@@ -89,11 +89,7 @@ fn write_point_with(
     strings: Strings,
 ) -> Result<(), Unwritable> {
     let start = out.len();
-    let result = write_point_inner(batch, index, out, strings);
-    if result.is_err() {
-        out.truncate(start);
-    }
-    result
+    write_line(batch.point(index), out, strings).inspect_err(|_| out.truncate(start))
 }
 
 /// What is known of a batch's strings before writing its points.
@@ -123,13 +119,8 @@ impl Strings {
     }
 }
 
-fn write_point_inner(
-    batch: &Batch,
-    index: usize,
-    out: &mut Vec<u8>,
-    strings: Strings,
-) -> Result<(), Unwritable> {
-    let point = batch.point(index);
+/// Appends `point`'s line; on error, what it appended before failing stays.
+fn write_line(point: PointRef<'_>, out: &mut Vec<u8>, strings: Strings) -> Result<(), Unwritable> {
     let measurement = point.measurement();
     if measurement.is_empty() {
         return Err(Unwritable::EmptyMeasurement);
