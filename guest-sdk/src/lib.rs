@@ -113,7 +113,9 @@ macro_rules! export {
                     $crate::__private::bindings::exports::boulder::transform::stage::Output,
                     $crate::__private::bindings::exports::boulder::transform::stage::Error,
                 > {
-                    $crate::__private::process::<$transform>(batch)
+                    // SAFETY: the host passes only batches that `codec::check`
+                    // accepts (the contract: wit/transform.wit, `process`).
+                    unsafe { $crate::__private::process::<$transform>(batch) }
                 }
             }
 
@@ -167,16 +169,21 @@ pub mod __private {
     }
 
     /// `stage.process`: runs the transform over one encoded batch.
-    pub fn process<T: Transform>(batch: Vec<u8>) -> Result<stage::Output, stage::Error> {
+    ///
+    /// # Safety
+    /// `batch` must be valid, as `codec::check` checks: see `run::process_bytes`.
+    pub unsafe fn process<T: Transform>(batch: Vec<u8>) -> Result<stage::Output, stage::Error> {
         INSTANCE.with(|slot| {
             let mut slot = slot.borrow_mut();
             let transform = slot
                 .as_mut()
                 .and_then(|t| t.downcast_mut::<T>())
                 .ok_or_else(|| stage::Error::Other("process called before init".into()))?;
-            let (batch, rejections) = process_bytes(transform, batch).map_err(|e| match e {
-                ProcessError::InvalidBatch(e) => stage::Error::InvalidBatch(e.to_string()),
-            })?;
+            // SAFETY: the caller promises a valid batch.
+            let (batch, rejections) =
+                unsafe { process_bytes(transform, batch) }.map_err(|e| match e {
+                    ProcessError::InvalidBatch(e) => stage::Error::InvalidBatch(e.to_string()),
+                })?;
             let rejections = rejections
                 .into_iter()
                 .map(|r| stage::Rejection {

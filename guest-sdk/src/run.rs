@@ -67,13 +67,20 @@ pub(crate) enum ProcessError {
 /// Decodes a batch, runs `transform` over it and encodes the kept points. When the
 /// transform kept every point as it was, the answer is the input itself: nothing
 /// to encode here, and for the host an answer equal to what it sent needs no check.
-pub(crate) fn process_bytes<T: Transform>(
+///
+/// # Safety
+/// `input_bytes` must be a valid batch: one that [`codec::check`] accepts. The
+/// host checks every batch it passes to a guest (the contract says so), so a guest
+/// need not check it again, and does not: the points' strings are read without
+/// bounds checks. Bytes that fail only the layout (not a batch at all) are an
+/// `InvalidBatch` error, not undefined behaviour.
+pub(crate) unsafe fn process_bytes<T: Transform>(
     transform: &mut T,
     input_bytes: Vec<u8>,
 ) -> Result<(Vec<u8>, Vec<Rejection>), ProcessError> {
-    // Not validated again here: the host checks every batch it passes to a guest.
     let input = codec::decode_trusted(&input_bytes).map_err(ProcessError::InvalidBatch)?;
-    let answer = run_points(transform, &input);
+    // SAFETY: the caller promises that the bytes are valid, so the batch is.
+    let answer = unsafe { run_points(transform, &input) };
     if answer.is_input(&input) {
         return Ok((input_bytes, answer.rejections));
     }
@@ -85,8 +92,18 @@ pub(crate) fn process_bytes<T: Transform>(
 /// The output batch starts with a copy of the input's string arena, so a point that
 /// is kept unchanged costs copying its fixed-size records and nothing else; a
 /// renamed string is appended to the arena.
-pub fn transform_batch<T: Transform>(transform: &mut T, input: &Batch) -> (Batch, Vec<Rejection>) {
-    let answer = run_points(transform, input);
+///
+/// # Safety
+/// `input` must be valid: every span in the bounds of what it refers to and every
+/// string span on character boundaries, as [`Batch::validate`] checks. Every
+/// batch built with `Batch`'s own methods is; the points' strings are read
+/// without bounds checks.
+pub unsafe fn transform_batch<T: Transform>(
+    transform: &mut T,
+    input: &Batch,
+) -> (Batch, Vec<Rejection>) {
+    // SAFETY: the caller promises that `input` is valid.
+    let answer = unsafe { run_points(transform, input) };
     (answer.output, answer.rejections)
 }
 
@@ -113,7 +130,11 @@ impl Answer {
 }
 
 /// [`transform_batch`], telling also whether anything was edited.
-fn run_points<T: Transform>(transform: &mut T, input: &Batch) -> Answer {
+///
+/// # Safety
+/// `input` must be valid (as [`Batch::validate`] checks): the [`Point`]s made here
+/// read their strings without bounds checks.
+unsafe fn run_points<T: Transform>(transform: &mut T, input: &Batch) -> Answer {
     // The records copied whole, once, for each point's first copy to use in place
     // (see `Point::copy_of`); a dropped point's records stay, referred to by
     // nothing. Not when input points share records: editing one would change the
@@ -138,7 +159,9 @@ fn run_points<T: Transform>(transform: &mut T, input: &Batch) -> Answer {
     let mut edited = false;
     for index in 0..input.points.len() {
         let mark = (output.points.len(), output.tags.len(), output.fields.len());
-        let mut point = Point::copy_of(&mut output, input, index, records_in_place);
+        // SAFETY: `input` is valid (this function's precondition), and `output`
+        // is built from it as `Point` requires.
+        let mut point = unsafe { Point::copy_of(&mut output, input, index, records_in_place) };
         let verdict = transform.process(&mut point);
         let point_edited = point.edited();
         if !matches!(verdict, Verdict::Keep) {
@@ -281,7 +304,8 @@ mod tests {
         let mut reader = EditEach(|p| {
             let _ = (p.measurement(), p.tags().count(), p.fields().count());
         });
-        let (answer, rejections) = process_bytes(&mut reader, bytes).ok().unwrap();
+        // SAFETY: the encoding of a batch built with `Batch`'s methods.
+        let (answer, rejections) = unsafe { process_bytes(&mut reader, bytes) }.ok().unwrap();
         assert!(rejections.is_empty());
         assert_eq!(answer, expected);
         assert_eq!(answer.as_ptr(), ptr, "the input's own buffer, not a copy");
@@ -304,17 +328,37 @@ mod tests {
         for (name, edit) in edits {
             let input = input();
             let bytes = codec::encode(&to_batch(&input));
-            let (answer, _) = process_bytes(&mut EditEach(edit), bytes.clone())
+            // SAFETY: the encoding of a batch built with `Batch`'s methods.
+            let (answer, _) = unsafe { process_bytes(&mut EditEach(edit), bytes.clone()) }
                 .ok()
                 .unwrap();
             assert_ne!(answer, bytes, "{name}");
-            let expected = transform_batch(&mut EditEach(edit), &to_batch(&input)).0;
+            // SAFETY: built with `Batch`'s methods.
+            let expected = unsafe { transform_batch(&mut EditEach(edit), &to_batch(&input)) }.0;
             assert_eq!(
                 from_batch(&codec::decode(&answer).unwrap()),
                 from_batch(&expected),
                 "{name}"
             );
         }
+    }
+
+    /// Reads are not checked in release builds, which trust the batch (the host
+    /// checks every batch it passes); debug builds, the tests', still check each
+    /// one, so that a batch breaking that promise fails a test instead of reading
+    /// past its arena.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "the batch is invalid")]
+    fn a_span_past_the_arena_fails_in_debug_builds() {
+        let mut input = to_batch(&[point("m").field("x", 1i64)]);
+        input.points[0].measurement.len = 1_000;
+        assert!(input.validate().is_err());
+        let mut reader = EditEach(|p| {
+            let _ = p.measurement();
+        });
+        // SAFETY: not met, on purpose: the debug check panics before the read.
+        let _ = unsafe { transform_batch(&mut reader, &input) };
     }
 
     #[test]
@@ -328,7 +372,8 @@ mod tests {
         input.validate().unwrap();
         assert!(!records_are_disjoint(&input));
 
-        let (output, rejections) = transform_batch(&mut Editor, &input);
+        // SAFETY: validated above.
+        let (output, rejections) = unsafe { transform_batch(&mut Editor, &input) };
         output.validate().unwrap();
         assert!(rejections.is_empty());
         assert_eq!(

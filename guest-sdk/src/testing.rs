@@ -249,7 +249,8 @@ impl Output {
 pub fn run<T: Transform>(transform: &mut T, points: &[TestPoint]) -> Output {
     let input = codec::encode(&to_batch(points));
     codec::check(&input).expect("valid test batch");
-    let Ok((output, rejections)) = process_bytes(transform, input) else {
+    // SAFETY: checked just above.
+    let Ok((output, rejections)) = (unsafe { process_bytes(transform, input) }) else {
         panic!("the SDK could not read a valid batch");
     };
     let output = codec::decode(&output).expect("the SDK writes valid batches");
