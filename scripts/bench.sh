@@ -25,6 +25,14 @@
 #   5. prints a table (medians over the K runs) and appends it to
 #      target/bench/results.md.
 #
+# CPU placement: `boulder` runs on the first half of the CPUs this script may use
+# and the broker and VictoriaMetrics on the other half (taskset; services that were
+# already running get their placement back at exit). The figure is Boulder's own
+# CPU time, and the services, which burn about twice as much during a run, are the
+# benchmark's load, not what it measures: sharing cores with them, Boulder's CPU time
+# measured 13-15% more and moved more from round to round (docs/PERFORMANCE.md).
+# --no-pin shares every core, as before.
+#
 # Tansu keeps topics in memory: each run adds about 3 times the size of points.lp
 # to its RSS (~700 MiB for 2M points) until it is restarted (`scripts/services.sh
 # stop`, then `start`).
@@ -34,12 +42,13 @@
 # is complete when VictoriaMetrics holds exactly as many samples as the generator
 # wrote fields, and Boulder's /metrics says it wrote exactly N points.
 #
-# Usage: scripts/bench.sh [--points N] [--runs K] [--partitions P] [--perf] [--smoke]
+# Usage: scripts/bench.sh [--points N] [--runs K] [--partitions P] [--perf] [--no-pin] [--smoke]
 #   --points N      points to generate (default 2,000,000; or BENCH_POINTS)
 #   --runs K        runs per variant; the table shows medians (default 1; BENCH_RUNS)
 #   --partitions P  partitions of the topic (default 4; BENCH_PARTITIONS)
 #   --perf          also record each run's CPU profile (perf record -g; perf costs
 #                   CPU too, so its runs' figures are not for the table) next to its log
+#   --no-pin        let boulder share every CPU with the services (BENCH_PIN=0)
 #   --smoke         N = 20,000: a quick end-to-end check (what scripts/test.sh runs)
 # Environment: BENCH_BOULDER (a boulder binary to run instead of building one, to
 # compare two builds in alternating invocations), BENCH_KAFKA_OPTIONS (the
@@ -58,6 +67,8 @@ runs=${BENCH_RUNS:-1}
 partitions=${BENCH_PARTITIONS:-4}
 smoke=false
 profile=false
+pin=true
+[ "${BENCH_PIN:-1}" != 0 ] || pin=false
 while [ $# -gt 0 ]; do
     case $1 in
     --points) points=${2:?--points needs a number}; shift 2 ;;
@@ -67,6 +78,7 @@ while [ $# -gt 0 ]; do
     --partitions) partitions=${2:?--partitions needs a number}; shift 2 ;;
     --partitions=*) partitions=${1#*=}; shift ;;
     --perf) profile=true; shift ;;
+    --no-pin) pin=false; shift ;;
     --smoke) points=20000; smoke=true; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "bench: unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -110,6 +122,38 @@ now_us() { local t=${EPOCHREALTIME/[.,]/}; echo $((10#$t)); }
 secs() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1e6 }'; }
 ratio() { awk -v a="$1" -v b="$2" -v d="${3:-0}" 'BEGIN { if (b > 0) printf "%.*f", d, a / b; else printf "-" }'; }
 
+# ---- CPU placement (see the top of this file) ----
+# The CPUs this script may use (a container may allow fewer than the machine has,
+# and not from 0), split in two halves: boulder's, then the services'.
+mapfile -t cpus < <(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)), sep="\n")')
+boulder_cpus="" services_cpus="" all_cpus=$(IFS=,; echo "${cpus[*]}")
+if $pin && [ "${#cpus[@]}" -ge 2 ] && command -v taskset >/dev/null; then
+    half=$((${#cpus[@]} / 2))
+    boulder_cpus=$(IFS=,; echo "${cpus[*]:0:half}")
+    services_cpus=$(IFS=,; echo "${cpus[*]:half}")
+elif $pin; then
+    log "note: not pinning (needs taskset and 2 CPUs; ${#cpus[@]} available): boulder shares the CPUs with the services"
+    pin=false
+fi
+# Prefix of every timed `boulder` command.
+on_boulder_cpus=()
+$pin && on_boulder_cpus=(taskset -c "$boulder_cpus")
+pinned_services=()
+
+# pin_services: puts every thread of the running services on their CPUs.
+pin_services() {
+    $pin || return 0
+    local name pid
+    for name in kafka vm-a vm-b; do
+        pid=$(cat "$services_dir/$name.pid" 2>/dev/null) && alive "$pid" || continue
+        if taskset -a -p -c "$services_cpus" "$pid" >/dev/null; then
+            pinned_services+=("$pid")
+        else
+            log "note: could not pin $name (pid $pid) to CPUs $services_cpus"
+        fi
+    done
+}
+
 # ---- cleanup: stop our boulder, and the services if we started them ----
 boulder_pid=""
 started_services=false
@@ -119,7 +163,12 @@ on_exit() {
         kill -KILL "$boulder_pid" 2>/dev/null || true
         wait "$boulder_pid" 2>/dev/null || true
     fi
-    if $started_services; then scripts/services.sh stop || true; fi
+    if $started_services; then
+        scripts/services.sh stop || true
+    else
+        # Services that were running before get every CPU back.
+        for pid in "${pinned_services[@]}"; do taskset -a -p -c "$all_cpus" "$pid" >/dev/null 2>&1 || true; done
+    fi
     exit "$rc"
 }
 trap on_exit EXIT
@@ -302,7 +351,7 @@ run_once() {
     kafka0=$(svc_ticks kafka)
     t0=$(now_us)
     deadline=$((t0 + timeout_s * 1000000))
-    BOULDER_LOG=info "$boulder" run --config "$cfg" >/dev/null 2>"$run_log" &
+    BOULDER_LOG=info "${on_boulder_cpus[@]}" "$boulder" run --config "$cfg" >/dev/null 2>"$run_log" &
     boulder_pid=$!
     if $profile; then
         # Attached once boulder is past exec (attaching at once records nothing);
@@ -390,7 +439,7 @@ run_stalled() {
         -e "s|^\[pipeline\]|[pipeline]\nmax_in_flight_points = $budget|" "$cfg"
     preload "$run_id"
     log "stalled run: boulder run --config $cfg (log $run_log)"
-    BOULDER_LOG=info "$boulder" run --config "$cfg" >/dev/null 2>"$run_log" &
+    BOULDER_LOG=info "${on_boulder_cpus[@]}" "$boulder" run --config "$cfg" >/dev/null 2>"$run_log" &
     boulder_pid=$!
     local addr="" text="" in_flight=0 start_kb="" last=-1 still=0 deadline
     deadline=$(($(now_us) + timeout_s * 1000000))
@@ -447,6 +496,7 @@ for variant in wasm native; do
     fi
     variants+=("$variant")
 done
+pin_services
 # Rounds of one run per variant, so that the machine's drift over the minutes of
 # a benchmark (VictoriaMetrics merging what earlier runs wrote, among others)
 # weighs on both variants alike, and each round gives a ratio of its own.
@@ -471,6 +521,11 @@ git diff --quiet HEAD 2>/dev/null || commit+=" (with uncommitted changes)"
     echo "machine: $(nproc) cores, $cpu_model; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "commit $commit; $partitions partitions; $samples samples expected per run (every field of every point)"
     echo "consumer options: { $kafka_options }"
+    if $pin; then
+        echo "CPUs: boulder on $boulder_cpus, the broker and VictoriaMetrics on $services_cpus (taskset; --no-pin shares them)"
+    else
+        echo "CPUs: boulder and the services share $all_cpus (not pinned)"
+    fi
     produce_us=$(sort -g "$dir/produce.tsv" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
     echo "preload (boulder produce, linger.ms=0, untimed): $points points, $messages messages, $data_mb MiB in" \
         "$(secs "$produce_us") s = $(ratio "$points" "$(secs "$produce_us")") points/s (median)"
