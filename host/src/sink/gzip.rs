@@ -7,9 +7,21 @@
 //! (ratio 3.46 against 2.60): zlib-rs' level 1 uses fixed Huffman codes, igzip's
 //! builds them per block. Gzip was the largest share of Boulder's CPU, so the fast
 //! level gets the fast library.
+//!
+//! igzip looks back 8 KiB ([`IGZIP_HISTORY_BITS`]) instead of deflate's 32 KiB: on
+//! the same bodies that compressed 7% faster (734 against 685 MB/s) into 2% fewer
+//! bytes (ratio 3.52 against 3.46). Line protocol repeats itself within a few
+//! lines (the same series, the same keys), so the far matches that a longer
+//! history finds save less than the time spent searching it. Any gunzip reads the
+//! result: a shorter history only means that no match reaches further back.
 
 use flate2::write::GzEncoder;
+use isal::isal_sys::igzip_lib as isal_sys;
 use std::io::Write;
+use std::mem::MaybeUninit;
+
+/// Log2 of how far back igzip looks for matches: 8 KiB (deflate allows 32 KiB).
+const IGZIP_HISTORY_BITS: u16 = 13;
 
 /// How bodies are compressed.
 #[derive(Clone, Copy, Debug)]
@@ -32,9 +44,9 @@ impl Gzip {
     /// `data` as one gzip member.
     pub fn compress(self, data: &[u8]) -> Vec<u8> {
         match self {
-            Gzip::Igzip => igzip(data).unwrap_or_else(|e| {
+            Gzip::Igzip => igzip(data).unwrap_or_else(|code| {
                 // Not expected: the buffer holds even stored (uncompressed) blocks.
-                tracing::warn!(error = %e, bytes = data.len(), "igzip failed; using zlib");
+                tracing::warn!(code, bytes = data.len(), "igzip failed; using zlib");
                 zlib(data, flate2::Compression::fast())
             }),
             Gzip::Zlib(level) => zlib(data, level),
@@ -49,15 +61,43 @@ fn igzip_bound(len: usize) -> usize {
     len + len / 1024 + 1024
 }
 
-fn igzip(data: &[u8]) -> Result<Vec<u8>, isal::error::Error> {
-    let mut out = vec![0; igzip_bound(data.len())];
-    let len = isal::compress_into(
-        data,
-        &mut out,
-        isal::CompressionLevel::One,
-        isal::Codec::Gzip,
-    )?;
-    out.truncate(len);
+/// `data` as one gzip member, by igzip's level 1 in one call (its stateless mode:
+/// the whole body is at hand), or igzip's error code.
+fn igzip(data: &[u8]) -> Result<Vec<u8>, i32> {
+    // igzip counts bytes in u32s; bodies are far smaller (batch_points bounds them).
+    let too_big = isal_sys::INVALID_PARAM;
+    let avail_in = u32::try_from(data.len()).map_err(|_| too_big)?;
+    let mut out = Vec::with_capacity(igzip_bound(data.len()));
+    let avail_out = u32::try_from(out.capacity()).map_err(|_| too_big)?;
+    // Level 1's working memory (hash table and buffered symbols), as igzip sizes it.
+    let mut level_buf = vec![0u8; isal_sys::ISAL_DEF_LVL1_DEFAULT as usize];
+    let mut stream = MaybeUninit::<isal_sys::isal_zstream>::uninit();
+    // SAFETY: initialises every field of the stream for stateless compression.
+    let stream = unsafe {
+        isal_sys::isal_deflate_stateless_init(stream.as_mut_ptr());
+        stream.assume_init_mut()
+    };
+    stream.level = 1;
+    stream.level_buf = level_buf.as_mut_ptr();
+    stream.level_buf_size = isal_sys::ISAL_DEF_LVL1_DEFAULT;
+    stream.gzip_flag = isal_sys::IGZIP_GZIP as u16;
+    stream.hist_bits = IGZIP_HISTORY_BITS;
+    stream.end_of_stream = 1;
+    stream.flush = isal_sys::NO_FLUSH as u16;
+    stream.next_in = data.as_ptr().cast_mut(); // only read
+    stream.avail_in = avail_in;
+    stream.next_out = out.as_mut_ptr();
+    stream.avail_out = avail_out;
+    // SAFETY: the stream reads `avail_in` bytes of `data` and writes at most
+    // `avail_out` bytes into `out`'s spare capacity; `level_buf` outlives the call.
+    let code = unsafe { isal_sys::isal_deflate_stateless(stream) };
+    if code != isal_sys::COMP_OK as i32 {
+        return Err(code);
+    }
+    let written = stream.total_out as usize;
+    assert!(written <= out.capacity(), "igzip wrote past its buffer");
+    // SAFETY: igzip initialised the first `total_out` bytes of the buffer.
+    unsafe { out.set_len(written) };
     // Bodies wait in memory while a sink is down: keep only what they use.
     out.shrink_to_fit();
     Ok(out)
