@@ -61,14 +61,21 @@ impl Transform for Normalize {
 
 /// Writes `s` in lowercase to `out` and returns `true`, or returns `false` when `s`
 /// has no uppercase letter (the common case, which writes nothing).
+///
+/// The common case is inlined into the caller, the rest is not: a call per name
+/// costs more than the scan itself in the sandbox.
+#[inline(always)]
 pub fn lowercase(s: &str, out: &mut String) -> bool {
     // One pass over the words decides for nearly every name: no uppercase ASCII and
     // nothing beyond ASCII means nothing to do.
-    if !any_word(s.as_bytes(), |w| {
+    any_word(s.as_bytes(), |w| {
         non_ascii(w) | bytes_in(w, b'A', b'Z') != 0
-    }) {
-        return false;
-    }
+    }) && lowercase_into(s, out)
+}
+
+/// [`lowercase`] for a name that may have an uppercase letter.
+#[inline(never)]
+fn lowercase_into(s: &str, out: &mut String) -> bool {
     out.clear();
     if s.is_ascii() {
         out.push_str(s);

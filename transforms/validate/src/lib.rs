@@ -134,10 +134,17 @@ fn is_name_byte(b: u8) -> bool {
 /// Writes `name` with every character outside `[a-zA-Z0-9_:]` replaced by `_` to
 /// `out` and returns `true`, or returns `false` when `name` is already clean (the
 /// common case, which writes nothing).
+///
+/// The common case is inlined into the caller, the rest is not: a call per name
+/// costs more than the scan itself in the sandbox.
+#[inline(always)]
 pub fn sanitize(name: &str, out: &mut String) -> bool {
-    if !any_word(name.as_bytes(), has_other_than_name_bytes) {
-        return false;
-    }
+    any_word(name.as_bytes(), has_other_than_name_bytes) && sanitize_into(name, out)
+}
+
+/// [`sanitize`] for a name that has a byte to replace.
+#[inline(never)]
+fn sanitize_into(name: &str, out: &mut String) -> bool {
     out.clear();
     out.extend(name.chars().map(|c| {
         if c.is_ascii() && is_name_byte(c as u8) {
