@@ -126,6 +126,7 @@ impl<'a> Point<'a> {
     }
 
     /// The wire format the point was decoded from.
+    #[inline]
     pub fn format(&self) -> Format {
         // The host checks every batch it passes, so the format code is known.
         self.view().format().unwrap_or(Format::InfluxLine)

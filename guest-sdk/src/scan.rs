@@ -25,7 +25,10 @@ const ONES: u64 = 0x0101_0101_0101_0101;
 /// padded, so every byte of a word is a byte of `bytes` and `flagged` may test all
 /// eight. Some bytes are thus tested twice, which an "any" question does not mind.
 /// Empty `bytes` have no words: `false`.
-#[inline]
+///
+/// Always inlined: it is called for nearly every name of every point, and in the
+/// sandbox a call costs about as much as the scan (stack and deadline checks).
+#[inline(always)]
 pub fn any_word(bytes: &[u8], flagged: impl Fn(u64) -> bool) -> bool {
     let n = bytes.len();
     if n >= 8 {
