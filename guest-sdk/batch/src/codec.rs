@@ -108,6 +108,7 @@ pub fn check(bytes: &[u8]) -> Result<(), BatchError> {
     let sections = Sections::read(bytes, Utf8::Check)?;
     Parts {
         arena: sections.arena,
+        ascii: sections.ascii,
         sources: records(sections.sources),
         points: records(sections.points),
         tags: records(sections.tags),
@@ -119,6 +120,8 @@ pub fn check(bytes: &[u8]) -> Result<(), BatchError> {
 /// An encoded batch cut into its arena and the bytes of each array of records.
 struct Sections<'a> {
     arena: &'a str,
+    /// Whether the arena is ASCII; `false` also when it was not looked at.
+    ascii: bool,
     sources: &'a [u8],
     points: &'a [u8],
     tags: &'a [u8],
@@ -143,15 +146,20 @@ impl<'a> Sections<'a> {
         }
         let mut reader = Reader { bytes };
         let arena = reader.take(1)?;
+        // An ASCII arena, the usual one, is UTF-8: one pass over it decides both
+        // (`Parts::validate` wants to know whether it is ASCII too).
+        let ascii = utf8 == Utf8::Check && arena.is_ascii();
         let arena = match utf8 {
-            Utf8::Check => simdutf8::compat::from_utf8(arena)
+            Utf8::Check if !ascii => simdutf8::compat::from_utf8(arena)
                 .map_err(|e| BatchError::Decode(format!("the string arena is not UTF-8: {e}")))?,
-            // SAFETY: `Utf8::Trust` is only passed where the arena is UTF-8.
+            // SAFETY: ASCII is UTF-8; `Utf8::Trust` is only passed where the arena
+            // is UTF-8.
             #[allow(unsafe_code)]
-            Utf8::Trust => unsafe { std::str::from_utf8_unchecked(arena) },
+            Utf8::Check | Utf8::Trust => unsafe { std::str::from_utf8_unchecked(arena) },
         };
         let sections = Sections {
             arena,
+            ascii,
             sources: reader.take(SourceRecord::SIZE)?,
             points: reader.take(PointRecord::SIZE)?,
             tags: reader.take(TagRecord::SIZE)?,

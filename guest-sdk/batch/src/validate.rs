@@ -78,6 +78,7 @@ impl Batch {
     > {
         Parts {
             arena: &self.arena,
+            ascii: self.arena.is_ascii(),
             sources: self.sources.iter().copied(),
             points: self.points.iter().copied(),
             tags: self.tags.iter().copied(),
@@ -99,6 +100,8 @@ impl<R, I: ExactSizeIterator<Item = R> + Clone> Records<R> for I {}
 pub(crate) struct Parts<'a, S, P, T, F> {
     /// The string arena, already known to be UTF-8 as a whole.
     pub arena: &'a str,
+    /// Whether the arena is ASCII (every index a character boundary).
+    pub ascii: bool,
     pub sources: S,
     pub points: P,
     pub tags: T,
@@ -155,7 +158,7 @@ where
                 | past(p.fields, fields)
                 | (u64::from(p.source) >= sources)
         });
-        !(bad_sources | bad_tags | bad_fields | bad_points) && self.arena.is_ascii()
+        !(bad_sources | bad_tags | bad_fields | bad_points) && self.ascii
     }
 
     /// Checks record by record and names the first fault.
