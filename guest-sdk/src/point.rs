@@ -32,10 +32,11 @@ impl<'a> Point<'a> {
     /// kept as it is costs one record, not one per tag and field.
     ///
     /// # Safety
-    /// `input` must be valid (as `Batch::validate` checks), and `batch` must hold
-    /// a copy of `input`'s arena followed only by strings appended with
-    /// `Batch::push_str`, and records copied from `input` or made by `Point`:
-    /// strings are read without bounds checks (see [`text`]).
+    /// `batch`'s arena must start with `input`'s strings (`input`'s own arena may
+    /// have been moved there) followed only by strings appended with
+    /// `Batch::push_str`; `input`'s records must be valid (as `Batch::validate`
+    /// checks) against those strings, and `batch`'s records copied from `input`'s
+    /// or made by `Point`: strings are read without bounds checks (see [`text`]).
     #[inline]
     pub(crate) unsafe fn copy_of(
         batch: &'a mut Batch,
@@ -462,9 +463,10 @@ impl<'a> Point<'a> {
 /// the arena on character boundaries (what `Batch::validate` checks):
 /// - the input of [`crate::run`]'s loop is valid, which its unsafe entry points
 ///   require of their callers (the host checks every batch it passes to a guest);
-/// - the output batch starts as a copy of the input's arena, records and sources,
-///   and gains strings only through `Batch::push_str`, whose spans are right by
-///   construction; records are only ever copied from the input or the output.
+/// - the output batch starts with the input's strings (its arena, moved or
+///   copied), records and sources, and gains strings only through
+///   `Batch::push_str`, whose spans are right by construction; records are only
+///   ever copied from the input or the output.
 #[inline]
 fn text(batch: &Batch, span: Span) -> &str {
     debug_assert!(

@@ -79,10 +79,14 @@ pub(crate) unsafe fn process_bytes<T: Transform>(
     input_bytes: Vec<u8>,
 ) -> Result<(Vec<u8>, Vec<Rejection>), ProcessError> {
     // SAFETY: the caller promises a valid batch, whose arena is UTF-8.
-    let input =
+    let mut input =
         unsafe { codec::decode_checked(&input_bytes) }.map_err(ProcessError::InvalidBatch)?;
-    // SAFETY: the caller promises that the bytes are valid, so the batch is.
-    let answer = unsafe { run_points(transform, &input) };
+    // The answer's arena starts as the input's strings: moved there, not copied
+    // (the loop reads the input's records, never its strings).
+    let strings = std::mem::take(&mut input.arena);
+    // SAFETY: the caller promises that the bytes are valid, so the batch is, and
+    // `strings` are its strings.
+    let answer = unsafe { run_points(transform, &input, strings) };
     if answer.is_input(&input) {
         return Ok((input_bytes, answer.rejections));
     }
@@ -105,7 +109,7 @@ pub unsafe fn transform_batch<T: Transform>(
     input: &Batch,
 ) -> (Batch, Vec<Rejection>) {
     // SAFETY: the caller promises that `input` is valid.
-    let answer = unsafe { run_points(transform, input) };
+    let answer = unsafe { run_points(transform, input, input.arena.clone()) };
     (answer.output, answer.rejections)
 }
 
@@ -117,6 +121,8 @@ struct Answer {
     records_in_place: bool,
     // Whether any kept point's records were written.
     edited: bool,
+    // Whether a string was added to the arena.
+    strings_added: bool,
 }
 
 impl Answer {
@@ -127,16 +133,19 @@ impl Answer {
             && !self.edited
             && self.rejections.is_empty()
             && self.output.points.len() == input.points.len()
-            && self.output.arena.len() == input.arena.len()
+            && !self.strings_added
     }
 }
 
-/// [`transform_batch`], telling also whether anything was edited.
+/// [`transform_batch`], telling also whether anything was edited. The output's
+/// arena starts as `strings`, the input's strings (its arena, moved or copied: the
+/// input's own arena is not read here).
 ///
 /// # Safety
-/// `input` must be valid (as [`Batch::validate`] checks): the [`Point`]s made here
-/// read their strings without bounds checks.
-unsafe fn run_points<T: Transform>(transform: &mut T, input: &Batch) -> Answer {
+/// `input`'s records must be valid (as [`Batch::validate`] checks) against the
+/// arena `strings`: the [`Point`]s made here read their strings without bounds
+/// checks.
+unsafe fn run_points<T: Transform>(transform: &mut T, input: &Batch, strings: String) -> Answer {
     // The records copied whole, once, for each point's first copy to use in place
     // (see `Point::copy_of`); a dropped point's records stay, referred to by
     // nothing. Not when input points share records: editing one would change the
@@ -150,8 +159,9 @@ unsafe fn run_points<T: Transform>(transform: &mut T, input: &Batch) -> Answer {
             Vec::with_capacity(input.fields.len()),
         )
     };
+    let input_strings = strings.len();
     let mut output = Batch {
-        arena: input.arena.clone(),
+        arena: strings,
         sources: input.sources.clone(),
         points: Vec::with_capacity(input.points.len()),
         tags,
@@ -161,8 +171,9 @@ unsafe fn run_points<T: Transform>(transform: &mut T, input: &Batch) -> Answer {
     let mut edited = false;
     for index in 0..input.points.len() {
         let mark = (output.points.len(), output.tags.len(), output.fields.len());
-        // SAFETY: `input` is valid (this function's precondition), and `output`
-        // is built from it as `Point` requires.
+        // SAFETY: `input`'s records are valid against the strings `output`'s
+        // arena starts with (this function's precondition), and `output` is built
+        // from them as `Point` requires.
         let mut point = unsafe { Point::copy_of(&mut output, input, index, records_in_place) };
         let verdict = transform.process(&mut point);
         let point_edited = point.edited();
@@ -181,6 +192,7 @@ unsafe fn run_points<T: Transform>(transform: &mut T, input: &Batch) -> Answer {
         }
     }
     Answer {
+        strings_added: output.arena.len() != input_strings,
         output,
         rejections,
         records_in_place,
