@@ -68,8 +68,14 @@ impl Transform for Validate {
             return Verdict::drop("measurement does not start with a letter");
         }
 
+        // Nearly every point has nothing to change: one read-only pass over its
+        // tags and one over its fields say so, cheaper than the editing loops'
+        // lookups by index.
+        let tags_clean = point.tags().all(|(key, value)| {
+            !key.is_empty() && !key.starts_with("__") && !value.is_empty() && !needs_sanitizing(key)
+        });
         let mut i = 0;
-        while i < point.tag_count() {
+        while !tags_clean && i < point.tag_count() {
             let (key, value) = point.tag_at(i);
             let sanitized = sanitize(key, &mut self.name);
             let key = if sanitized { self.name.as_str() } else { key };
@@ -83,14 +89,13 @@ impl Transform for Validate {
             i += 1;
         }
 
+        let fields_clean = point
+            .fields()
+            .all(|(key, value)| self.policy(value) == Policy::Keep && !needs_sanitizing(key));
         let mut i = 0;
-        while i < point.field_count() {
+        while !fields_clean && i < point.field_count() {
             let (key, value) = point.field_at(i);
-            let policy = match value {
-                FieldValue::Float(v) if !v.is_finite() => self.non_finite,
-                FieldValue::String(_) => self.strings,
-                _ => Policy::Keep,
-            };
+            let policy = self.policy(value);
             match policy {
                 Policy::Keep => {}
                 Policy::DropField => {
@@ -113,6 +118,18 @@ impl Transform for Validate {
             return Verdict::drop("no fields");
         }
         Verdict::Keep
+    }
+}
+
+impl Validate {
+    /// What happens to a field with this value.
+    #[inline(always)]
+    fn policy(&self, value: FieldValue<'_>) -> Policy {
+        match value {
+            FieldValue::Float(v) if !v.is_finite() => self.non_finite,
+            FieldValue::String(_) => self.strings,
+            _ => Policy::Keep,
+        }
     }
 }
 
@@ -139,7 +156,13 @@ fn is_name_byte(b: u8) -> bool {
 /// costs more than the scan itself in the sandbox.
 #[inline(always)]
 pub fn sanitize(name: &str, out: &mut String) -> bool {
-    any_word(name.as_bytes(), has_other_than_name_bytes) && sanitize_into(name, out)
+    needs_sanitizing(name) && sanitize_into(name, out)
+}
+
+/// Whether `name` has a character outside `[a-zA-Z0-9_:]`.
+#[inline(always)]
+fn needs_sanitizing(name: &str) -> bool {
+    any_word(name.as_bytes(), has_other_than_name_bytes)
 }
 
 /// [`sanitize`] for a name that has a byte to replace.
