@@ -1,5 +1,6 @@
 //! The point a transform sees and edits.
 
+use crate::run::Input;
 use boulder_batch::{
     Batch, FieldRecord, FieldValue, Format, PointRecord, PointRef, Span, TagRecord,
 };
@@ -16,7 +17,7 @@ pub struct Point<'a> {
     // place, and move to the end of `batch.tags` or `batch.fields` to grow.
     batch: &'a mut Batch,
     // The input point, which `split` copies again.
-    input: &'a Batch,
+    input: &'a Input<'a>,
     input_index: usize,
     // Whether a record was written: every edit goes through `record_mut`,
     // `tag_record_mut` or `field_record_mut` (or adds a point, in `split`).
@@ -40,7 +41,7 @@ impl<'a> Point<'a> {
     #[inline]
     pub(crate) unsafe fn copy_of(
         batch: &'a mut Batch,
-        input: &'a Batch,
+        input: &'a Input<'a>,
         input_index: usize,
         records_in_place: bool,
     ) -> Point<'a> {
@@ -478,10 +479,10 @@ fn text(batch: &Batch, span: Span) -> &str {
     unsafe { batch.arena.get_unchecked(span.range()) }
 }
 
-/// Appends a copy of `input`'s point `index` to `out`, with tag and field records
-/// of its own at the end of `out`'s. `out`'s arena starts with a copy of `input`'s
-/// (so the point's string spans stay valid).
-fn push_copy(out: &mut Batch, input: &Batch, index: usize) {
+/// Appends a copy of `input`'s point `index` to `out`, with copies of its original
+/// tag and field records at the end of `out`'s. `out`'s arena starts with
+/// `input`'s strings (so the point's string spans stay valid).
+fn push_copy(out: &mut Batch, input: &Input<'_>, index: usize) {
     let point = input.points[index];
     let tags_start = out.tags.len() as u32;
     out.tags.extend_from_slice(input.tags_of(&point));

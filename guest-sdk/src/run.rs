@@ -2,8 +2,9 @@
 
 use crate::point::Point;
 use crate::Transform;
-use boulder_batch::{codec, Batch, BatchError};
+use boulder_batch::{codec, Batch, BatchError, FieldRecord, PointRecord, TagRecord};
 use std::borrow::Cow;
+use std::cell::OnceCell;
 
 /// What a transform decides about a point.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,9 +41,9 @@ impl Verdict {
 
 /// Whether every point's tag and field records follow the previous point's, with
 /// none shared: true of every batch the host builds and of every answer of this SDK.
-fn records_are_disjoint(batch: &Batch) -> bool {
+fn records_are_disjoint(points: &[PointRecord]) -> bool {
     let (mut tags_end, mut fields_end) = (0, 0);
-    batch.points.iter().all(|p| {
+    points.iter().all(|p| {
         let disjoint =
             u64::from(p.tags.start) >= tags_end && u64::from(p.fields.start) >= fields_end;
         tags_end = tags_end.max(p.tags.end());
@@ -81,13 +82,41 @@ pub(crate) unsafe fn process_bytes<T: Transform>(
     // SAFETY: the caller promises a valid batch, whose arena is UTF-8.
     let mut input =
         unsafe { codec::decode_checked(&input_bytes) }.map_err(ProcessError::InvalidBatch)?;
-    // The answer's arena starts as the input's strings: moved there, not copied
-    // (the loop reads the input's records, never its strings).
-    let strings = std::mem::take(&mut input.arena);
+    // The answer starts as the input's strings, sources, and tag and field records,
+    // moved there instead of copied: the loop reads the input's points, and the
+    // original records only to split a point, when they are decoded again.
+    let in_place = records_are_disjoint(&input.points);
+    let start = Batch {
+        arena: std::mem::take(&mut input.arena),
+        sources: std::mem::take(&mut input.sources),
+        points: Vec::with_capacity(input.points.len()),
+        tags: if in_place {
+            std::mem::take(&mut input.tags)
+        } else {
+            Vec::new()
+        },
+        fields: if in_place {
+            std::mem::take(&mut input.fields)
+        } else {
+            Vec::new()
+        },
+    };
+    let originals = if in_place {
+        Originals::Wire {
+            bytes: &input_bytes,
+            decoded: OnceCell::new(),
+        }
+    } else {
+        Originals::Batch(&input)
+    };
+    let input_view = Input {
+        points: &input.points,
+        originals,
+    };
     // SAFETY: the caller promises that the bytes are valid, so the batch is, and
-    // `strings` are its strings.
-    let answer = unsafe { run_points(transform, &input, strings) };
-    if answer.is_input(&input) {
+    // `start` holds its strings and records; so are the originals decoded again.
+    let answer = unsafe { run_points(transform, &input_view, start, in_place) };
+    if answer.is_input(input.points.len()) {
         return Ok((input_bytes, answer.rejections));
     }
     Ok((codec::encode(&answer.output), answer.rejections))
@@ -108,8 +137,28 @@ pub unsafe fn transform_batch<T: Transform>(
     transform: &mut T,
     input: &Batch,
 ) -> (Batch, Vec<Rejection>) {
-    // SAFETY: the caller promises that `input` is valid.
-    let answer = unsafe { run_points(transform, input, input.arena.clone()) };
+    let in_place = records_are_disjoint(&input.points);
+    let start = Batch {
+        arena: input.arena.clone(),
+        sources: input.sources.clone(),
+        points: Vec::with_capacity(input.points.len()),
+        tags: if in_place {
+            input.tags.clone()
+        } else {
+            Vec::new()
+        },
+        fields: if in_place {
+            input.fields.clone()
+        } else {
+            Vec::new()
+        },
+    };
+    let input_view = Input {
+        points: &input.points,
+        originals: Originals::Batch(input),
+    };
+    // SAFETY: the caller promises that `input` is valid; `start` copies it.
+    let answer = unsafe { run_points(transform, &input_view, start, in_place) };
     (answer.output, answer.rejections)
 }
 
@@ -128,50 +177,84 @@ struct Answer {
 impl Answer {
     /// Whether the output is the input, record for record and byte for byte:
     /// every point kept in place, none edited, split or rejected, no string added.
-    fn is_input(&self, input: &Batch) -> bool {
+    fn is_input(&self, input_points: usize) -> bool {
         self.records_in_place
             && !self.edited
             && self.rejections.is_empty()
-            && self.output.points.len() == input.points.len()
+            && self.output.points.len() == input_points
             && !self.strings_added
     }
 }
 
-/// [`transform_batch`], telling also whether anything was edited. The output's
-/// arena starts as `strings`, the input's strings (its arena, moved or copied: the
-/// input's own arena is not read here).
+/// The input of the loop: its points, and its tag and field records as they were
+/// before any edit (a point's first copy may edit them in place), which
+/// [`Point::split`] copies again.
+pub(crate) struct Input<'a> {
+    pub(crate) points: &'a [PointRecord],
+    originals: Originals<'a>,
+}
+
+/// Where the original tag and field records are.
+enum Originals<'a> {
+    /// In the input batch, which the output's records were copied from.
+    Batch(&'a Batch),
+    /// Moved into the output: decoded again from the input's encoding, the first
+    /// time a point is split.
+    Wire {
+        bytes: &'a [u8],
+        decoded: OnceCell<Batch>,
+    },
+}
+
+impl Input<'_> {
+    /// The original tag records of a point.
+    pub(crate) fn tags_of(&self, point: &PointRecord) -> &[TagRecord] {
+        self.originals().tags_of(point)
+    }
+
+    /// The original field records of a point.
+    pub(crate) fn fields_of(&self, point: &PointRecord) -> &[FieldRecord] {
+        self.originals().fields_of(point)
+    }
+
+    fn originals(&self) -> &Batch {
+        match &self.originals {
+            Originals::Batch(batch) => batch,
+            Originals::Wire { bytes, decoded } => decoded.get_or_init(|| {
+                // SAFETY: the bytes that `process_bytes` was given and decoded,
+                // valid by its caller's promise.
+                unsafe { codec::decode_checked(bytes) }.expect("decoded once already")
+            }),
+        }
+    }
+}
+
+/// [`transform_batch`], telling also whether anything was edited.
+///
+/// The output starts as `start`: the input's strings (its arena, moved or copied)
+/// and sources, no points, and with `records_in_place` the input's tag and field
+/// records, for each point's first copy to use where they are (see
+/// `Point::copy_of`; a dropped point's records stay, referred to by nothing).
+/// Without it, when input points share records (editing one would change the
+/// other), `start` has no records and each point's are copied.
 ///
 /// # Safety
-/// `input`'s records must be valid (as [`Batch::validate`] checks) against the
-/// arena `strings`: the [`Point`]s made here read their strings without bounds
-/// checks.
-unsafe fn run_points<T: Transform>(transform: &mut T, input: &Batch, strings: String) -> Answer {
-    // The records copied whole, once, for each point's first copy to use in place
-    // (see `Point::copy_of`); a dropped point's records stay, referred to by
-    // nothing. Not when input points share records: editing one would change the
-    // other.
-    let records_in_place = records_are_disjoint(input);
-    let (tags, fields) = if records_in_place {
-        (input.tags.clone(), input.fields.clone())
-    } else {
-        (
-            Vec::with_capacity(input.tags.len()),
-            Vec::with_capacity(input.fields.len()),
-        )
-    };
-    let input_strings = strings.len();
-    let mut output = Batch {
-        arena: strings,
-        sources: input.sources.clone(),
-        points: Vec::with_capacity(input.points.len()),
-        tags,
-        fields,
-    };
+/// The input's records must be valid (as [`Batch::validate`] checks) against the
+/// arena `start` starts with, and `start` must be as said above: the [`Point`]s
+/// made here read their strings without bounds checks.
+unsafe fn run_points<T: Transform>(
+    transform: &mut T,
+    input: &Input<'_>,
+    start: Batch,
+    records_in_place: bool,
+) -> Answer {
+    let input_strings = start.arena.len();
+    let mut output = start;
     let mut rejections = Vec::new();
     let mut edited = false;
     for index in 0..input.points.len() {
         let mark = (output.points.len(), output.tags.len(), output.fields.len());
-        // SAFETY: `input`'s records are valid against the strings `output`'s
+        // SAFETY: the input's records are valid against the strings `output`'s
         // arena starts with (this function's precondition), and `output` is built
         // from them as `Point` requires.
         let mut point = unsafe { Point::copy_of(&mut output, input, index, records_in_place) };
@@ -375,6 +458,50 @@ mod tests {
         let _ = unsafe { transform_batch(&mut reader, &input) };
     }
 
+    /// Edits the first copy in place (a tag's value, a removed field), then
+    /// splits: the second copy starts from the input point as it came, whether the
+    /// originals are the input batch's (transform_batch) or decoded again from the
+    /// encoding whose records the answer took over (a component's process_bytes).
+    #[test]
+    fn a_split_copy_starts_from_the_point_as_it_came() {
+        struct EditThenSplit;
+        impl Transform for EditThenSplit {
+            fn init(_: Params) -> Result<Self, String> {
+                Ok(EditThenSplit)
+            }
+            fn process(&mut self, p: &mut Point<'_>) -> Verdict {
+                if p.measurement() == "m" {
+                    p.set_tag_value_at(0, "edited");
+                    p.remove_field_at(0);
+                    p.split();
+                    p.set_measurement("copy");
+                }
+                Verdict::Keep
+            }
+        }
+        let before = point("before").tag("t", "0").field("f", 0i64);
+        let m = point("m")
+            .tag("t", "1")
+            .tag("u", "2")
+            .field("f", 1i64)
+            .field("g", 2i64);
+        let expected = vec![
+            before.clone(),
+            point("m").tag("t", "edited").tag("u", "2").field("g", 2i64),
+            point("copy")
+                .tag("t", "1")
+                .tag("u", "2")
+                .field("f", 1i64)
+                .field("g", 2i64),
+            before.clone(),
+        ];
+        let input = [before.clone(), m, before];
+        assert_eq!(run(&mut EditThenSplit, &input).kept, expected);
+        // SAFETY: built with `Batch`'s methods.
+        let (output, _) = unsafe { transform_batch(&mut EditThenSplit, &to_batch(&input)) };
+        assert_eq!(from_batch(&output), expected);
+    }
+
     #[test]
     fn points_that_share_records_are_edited_apart() {
         // Two points whose spans cover the same tag and field records, as a guest
@@ -384,7 +511,7 @@ mod tests {
         twin.measurement = input.push_str("keep");
         input.points.push(twin);
         input.validate().unwrap();
-        assert!(!records_are_disjoint(&input));
+        assert!(!records_are_disjoint(&input.points));
 
         // SAFETY: validated above.
         let (output, rejections) = unsafe { transform_batch(&mut Editor, &input) };
