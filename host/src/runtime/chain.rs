@@ -7,7 +7,7 @@
 
 use super::native::NativeStage;
 use super::stage::{
-    check_answer, rejection_out_of_range, RawOutput, Rejection, Stage, StageOutput,
+    check_answer, check_answer_to, rejection_out_of_range, RawOutput, Rejection, Stage, StageOutput,
 };
 use super::{Failure, LoadError, Runtime, StageError, StageId};
 use crate::config::{params_json, Config, Limits, StageConfig, TenantConfig};
@@ -63,31 +63,43 @@ impl Origins {
         }
     }
 
-    /// A stage's rejections as [`Rejected`] points, rendered from its input. Fails
-    /// (blaming the stage) if a rejection names a point the input does not have.
+    /// A stage's rejections as [`Rejected`] points, rendered from its input (whose
+    /// origins are numbered). Fails (blaming the stage) if a rejection names a
+    /// point the input does not have.
     fn rejected(
         &self,
         stage: &StageId,
         input: &Batch,
         rejections: &[Rejection],
     ) -> Result<Vec<Rejected>, StageError> {
-        rejections
-            .iter()
-            .map(|r| {
-                let point = input.points.get(r.point).ok_or_else(|| StageError {
-                    stage: stage.clone(),
-                    failure: rejection_out_of_range(r.point, input.len()),
-                })?;
-                Ok(Rejected {
-                    stage: stage.clone(),
-                    dead_letter: r.dead_letter,
-                    reason: r.reason.clone(),
-                    origin: self.caller(point.origin),
-                    line: line_protocol::point_to_line(input, r.point),
-                })
-            })
-            .collect()
+        rejected_from(stage, input, rejections, |origin| self.caller(origin))
     }
+}
+
+/// Rejections as [`Rejected`] points, rendered from the stage's input, each with
+/// the caller's origin `caller(origin of the input point)`.
+fn rejected_from(
+    stage: &StageId,
+    input: &Batch,
+    rejections: &[Rejection],
+    caller: impl Fn(u32) -> u32,
+) -> Result<Vec<Rejected>, StageError> {
+    rejections
+        .iter()
+        .map(|r| {
+            let point = input.points.get(r.point).ok_or_else(|| StageError {
+                stage: stage.clone(),
+                failure: rejection_out_of_range(r.point, input.len()),
+            })?;
+            Ok(Rejected {
+                stage: stage.clone(),
+                dead_letter: r.dead_letter,
+                reason: r.reason.clone(),
+                origin: caller(point.origin),
+                line: line_protocol::point_to_line(input, r.point),
+            })
+        })
+        .collect()
 }
 
 /// One stage of a chain (or the router): a sandboxed component, or a built-in run
@@ -427,11 +439,26 @@ impl Router {
 
     /// Splits a batch by tenant.
     pub fn route(&self, input: &Batch) -> Result<RouteOutput, StageError> {
-        let mut batch = input.clone();
-        let origins = Origins::number(&mut batch);
-        let output = self.stage.process(&batch)?;
+        let origins = Origins::of(input);
+        let output = match &self.stage {
+            // Numbered as it is encoded, as the chain's first stage: no copy of the
+            // batch just to number it. The rejections are rendered from `input`
+            // itself, whose point `i` is the numbered point `i`.
+            AnyStage::Wasm(stage) => {
+                let raw = stage.call(&codec::encode_numbered(input))?;
+                check_answer_to(input.len(), |i| i as u32, raw).map_err(|failure| StageError {
+                    stage: stage.id().clone(),
+                    failure,
+                })?
+            }
+            AnyStage::Native(_) => {
+                let mut batch = input.clone();
+                Origins::number(&mut batch);
+                self.stage.process(&batch)?
+            }
+        };
         let mut routed = RouteOutput {
-            rejected: origins.rejected(self.stage.id(), &batch, &output.rejections)?,
+            rejected: rejected_from(self.stage.id(), input, &output.rejections, |o| o)?,
             ..RouteOutput::default()
         };
         let mut out = output.batch;

@@ -355,19 +355,28 @@ fn output_limit(input_len: usize, limits: &Limits) -> usize {
 /// is accounted for exactly once and no output point claims a foreign origin.
 /// `output` is what [`Stage::call`] returned, so its bytes are checked already.
 pub(crate) fn check_answer(input: &Batch, output: RawOutput) -> Result<StageOutput, Failure> {
+    check_answer_to(input.len(), |i| input.points[i].origin, output)
+}
+
+/// [`check_answer`] for an input of `len` points whose `i`th has origin
+/// `origin_of(i)`: the router's input, numbered as it was encoded, is not at hand
+/// in numbered form.
+pub(crate) fn check_answer_to(
+    len: usize,
+    origin_of: impl Fn(usize) -> u32,
+    output: RawOutput,
+) -> Result<StageOutput, Failure> {
     let batch = codec::decode_trusted(&output.bytes)
         .map_err(|e| Failure::MalformedOutput(e.to_string()))?;
 
     // Per origin: 0 = not in the input, 1 = in the input, 2 = accounted for.
-    let origins = input
-        .points
-        .iter()
-        .map(|p| p.origin as usize + 1)
+    let origins = (0..len)
+        .map(|i| origin_of(i) as usize + 1)
         .max()
         .unwrap_or(0);
     let mut state = vec![0u8; origins];
-    for p in &input.points {
-        state[p.origin as usize] = 1;
+    for i in 0..len {
+        state[origin_of(i) as usize] = 1;
     }
     for (i, p) in batch.points.iter().enumerate() {
         match state.get_mut(p.origin as usize) {
@@ -381,16 +390,12 @@ pub(crate) fn check_answer(input: &Batch, output: RawOutput) -> Result<StageOutp
         }
     }
     for r in &output.rejections {
-        let Some(point) = input.points.get(r.point) else {
-            return Err(rejection_out_of_range(r.point, input.len()));
-        };
-        state[point.origin as usize] = 2;
+        if r.point >= len {
+            return Err(rejection_out_of_range(r.point, len));
+        }
+        state[origin_of(r.point) as usize] = 2;
     }
-    if let Some(i) = input
-        .points
-        .iter()
-        .position(|p| state[p.origin as usize] != 2)
-    {
+    if let Some(i) = (0..len).position(|i| state[origin_of(i) as usize] != 2) {
         return Err(Failure::MalformedOutput(format!(
             "input point {i} was neither kept nor rejected"
         )));
