@@ -138,17 +138,26 @@ pub unsafe fn transform_batch<T: Transform>(
     input: &Batch,
 ) -> (Batch, Vec<Rejection>) {
     let in_place = records_are_disjoint(&input.points);
+    // With room for renamed strings and added records, as a decoded batch has: a
+    // full vector would be copied whole to grow by the first.
+    fn copy<R: Copy>(records: &[R]) -> Vec<R> {
+        let mut copy = Vec::with_capacity(records.len() + records.len() / 8 + 16);
+        copy.extend_from_slice(records);
+        copy
+    }
+    let mut arena = String::with_capacity(input.arena.len() + input.arena.len() / 4 + 16);
+    arena.push_str(&input.arena);
     let start = Batch {
-        arena: input.arena.clone(),
+        arena,
         sources: input.sources.clone(),
         points: Vec::with_capacity(input.points.len()),
         tags: if in_place {
-            input.tags.clone()
+            copy(&input.tags)
         } else {
             Vec::new()
         },
         fields: if in_place {
-            input.fields.clone()
+            copy(&input.fields)
         } else {
             Vec::new()
         },
