@@ -141,6 +141,7 @@ impl<'a> Point<'a> {
 
     /// Assigns the point to a tenant. Only the router's answer counts; in a
     /// tenant's chain the host ignores a change.
+    #[inline]
     pub fn set_tenant(&mut self, tenant: &str) {
         // A router gives most points of a batch the tenant it gave the point
         // before: share that string instead of appending it once per point.
@@ -169,6 +170,7 @@ impl<'a> Point<'a> {
     }
 
     /// The value of the first tag with this key.
+    #[inline]
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tag_index(key).map(|i| self.tag_at(i).1)
     }
@@ -281,6 +283,7 @@ impl<'a> Point<'a> {
     }
 
     /// The value of the first field with this key.
+    #[inline]
     pub fn field(&self, key: &str) -> Option<FieldValue<'_>> {
         self.field_index(key).map(|i| self.field_at(i).1)
     }
@@ -394,6 +397,7 @@ impl<'a> Point<'a> {
 
     /// Index of the first tag with this key. Lengths are compared first: most keys
     /// differ in length from the one sought, and then neither string is read.
+    #[inline]
     fn tag_index(&self, key: &str) -> Option<usize> {
         let batch: &Batch = self.batch;
         let tags = batch.tags_of(self.record());
@@ -402,6 +406,7 @@ impl<'a> Point<'a> {
     }
 
     /// [`Point::tag_index`] for fields.
+    #[inline]
     fn field_index(&self, key: &str) -> Option<usize> {
         let batch: &Batch = self.batch;
         let fields = batch.fields_of(self.record());

@@ -160,6 +160,7 @@ impl Tenants {
     }
 
     /// Adds `name` unless it is already there.
+    #[inline]
     fn add(&mut self, name: &str) {
         if self.as_slice().iter().any(|t| t == name) {
             return;
