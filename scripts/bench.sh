@@ -30,8 +30,8 @@
 # already running get their placement back at exit). The figure is Boulder's own
 # CPU time, and the services, which burn about twice as much during a run, are the
 # benchmark's load, not what it measures: sharing cores with them, Boulder's CPU time
-# measured 13-15% more and moved more from round to round (docs/PERFORMANCE.md).
-# --no-pin shares every core, as before.
+# measured 2-15% more, depending on the hour, and moved more from round to round
+# (docs/PERFORMANCE.md). --no-pin shares every core, as before.
 #
 # Tansu keeps topics in memory: each run adds about 3 times the size of points.lp
 # to its RSS (~700 MiB for 2M points) until it is restarted (`scripts/services.sh
