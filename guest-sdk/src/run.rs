@@ -130,9 +130,9 @@ pub(crate) unsafe fn process_bytes<T: Transform>(
 ///
 /// # Safety
 /// `input` must be valid: every span in the bounds of what it refers to and every
-/// string span on character boundaries, as [`Batch::validate`] checks. Every
-/// batch built with `Batch`'s own methods is; the points' strings are read
-/// without bounds checks.
+/// string span on character boundaries, as [`Batch::validate`] checks (a batch
+/// whose spans all come from its own `push_str`, `push_tag` and the like is).
+/// The points' strings are read without bounds checks.
 pub unsafe fn transform_batch<T: Transform>(
     transform: &mut T,
     input: &Batch,
