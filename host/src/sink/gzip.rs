@@ -71,8 +71,11 @@ fn igzip(data: &[u8]) -> Result<Vec<u8>, i32> {
     let avail_out = u32::try_from(out.capacity()).map_err(|_| too_big)?;
     // Level 1's working memory (hash table and buffered symbols), as igzip sizes it.
     let mut level_buf = vec![0u8; isal_sys::ISAL_DEF_LVL1_DEFAULT as usize];
-    let mut stream = MaybeUninit::<isal_sys::isal_zstream>::uninit();
-    // SAFETY: initialises every field of the stream for stateless compression.
+    // Zeroed first: the init call sets what stateless compression reads, not every
+    // byte of the struct's internal state, and a Rust reference needs them all.
+    let mut stream = MaybeUninit::<isal_sys::isal_zstream>::zeroed();
+    // SAFETY: all-zero bytes are a valid `isal_zstream` (integers and raw
+    // pointers), which the call then sets up for stateless compression.
     let stream = unsafe {
         isal_sys::isal_deflate_stateless_init(stream.as_mut_ptr());
         stream.assume_init_mut()
