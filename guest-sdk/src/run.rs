@@ -82,40 +82,14 @@ pub(crate) unsafe fn process_bytes<T: Transform>(
     // SAFETY: the caller promises a valid batch, whose arena is UTF-8.
     let mut input =
         unsafe { codec::decode_checked(&input_bytes) }.map_err(ProcessError::InvalidBatch)?;
-    // The answer starts as the input's strings, sources, and tag and field records,
-    // moved there instead of copied: the loop reads the input's points, and the
-    // original records only to split a point, when they are decoded again.
-    let in_place = records_are_disjoint(&input.points);
-    let start = Batch {
-        arena: std::mem::take(&mut input.arena),
-        sources: std::mem::take(&mut input.sources),
-        points: Vec::with_capacity(input.points.len()),
-        tags: if in_place {
-            std::mem::take(&mut input.tags)
-        } else {
-            Vec::new()
-        },
-        fields: if in_place {
-            std::mem::take(&mut input.fields)
-        } else {
-            Vec::new()
-        },
+    // The answer takes the decoded records over; the originals, needed only to
+    // split a point, are decoded again then.
+    let originals = Originals::Wire {
+        bytes: &input_bytes,
+        decoded: OnceCell::new(),
     };
-    let originals = if in_place {
-        Originals::Wire {
-            bytes: &input_bytes,
-            decoded: OnceCell::new(),
-        }
-    } else {
-        Originals::Batch(&input)
-    };
-    let input_view = Input {
-        points: &input.points,
-        originals,
-    };
-    // SAFETY: the caller promises that the bytes are valid, so the batch is, and
-    // `start` holds its strings and records; so are the originals decoded again.
-    let answer = unsafe { run_points(transform, &input_view, start, in_place) };
+    // SAFETY: the caller promises that the bytes are valid, so both decodings are.
+    let answer = unsafe { run_points(transform, &mut input, originals) };
     if answer.is_input(input.points.len()) {
         return Ok((input_bytes, answer.rejections));
     }
@@ -124,9 +98,9 @@ pub(crate) unsafe fn process_bytes<T: Transform>(
 
 /// Runs `transform` over every point of `input`, in order.
 ///
-/// The output batch starts with a copy of the input's string arena, so a point that
-/// is kept unchanged costs copying its fixed-size records and nothing else; a
-/// renamed string is appended to the arena.
+/// The output batch starts with a copy of the input's string arena and records, so
+/// a point that is kept unchanged costs copying one fixed-size record; a renamed
+/// string is appended to the arena.
 ///
 /// # Safety
 /// `input` must be valid: every span in the bounds of what it refers to and every
@@ -137,37 +111,14 @@ pub unsafe fn transform_batch<T: Transform>(
     transform: &mut T,
     input: &Batch,
 ) -> (Batch, Vec<Rejection>) {
-    let in_place = records_are_disjoint(&input.points);
-    // With room for renamed strings and added records, as a decoded batch has: a
-    // full vector would be copied whole to grow by the first.
-    fn copy<R: Copy>(records: &[R]) -> Vec<R> {
-        let mut copy = Vec::with_capacity(records.len() + records.len() / 8 + 16);
-        copy.extend_from_slice(records);
-        copy
-    }
-    let mut arena = String::with_capacity(input.arena.len() + input.arena.len() / 4 + 16);
-    arena.push_str(&input.arena);
-    let start = Batch {
-        arena,
-        sources: input.sources.clone(),
-        points: Vec::with_capacity(input.points.len()),
-        tags: if in_place {
-            copy(&input.tags)
-        } else {
-            Vec::new()
-        },
-        fields: if in_place {
-            copy(&input.fields)
-        } else {
-            Vec::new()
-        },
+    // SAFETY: the caller promises that `input` is valid, and so is its copy.
+    let answer = unsafe {
+        run_points(
+            transform,
+            &mut input.copy_with_room(),
+            Originals::Batch(input),
+        )
     };
-    let input_view = Input {
-        points: &input.points,
-        originals: Originals::Batch(input),
-    };
-    // SAFETY: the caller promises that `input` is valid; `start` copies it.
-    let answer = unsafe { run_points(transform, &input_view, start, in_place) };
     (answer.output, answer.rejections)
 }
 
@@ -240,25 +191,51 @@ impl Input<'_> {
 
 /// [`transform_batch`], telling also whether anything was edited.
 ///
-/// The output starts as `start`: the input's strings (its arena, moved or copied)
-/// and sources, no points, and with `records_in_place` the input's tag and field
-/// records, for each point's first copy to use where they are (see
-/// `Point::copy_of`; a dropped point's records stay, referred to by nothing).
-/// Without it, when input points share records (editing one would change the
-/// other), `start` has no records and each point's are copied.
+/// The answer takes over `input`'s strings and sources (which therefore need room
+/// to grow, as a decoded batch or [`Batch::copy_with_room`] has) and, when no two
+/// input points share records, its tag and field records too, for each point's
+/// first copy to use where they are (see `Point::copy_of`; a dropped point's
+/// records stay, referred to by nothing). A point's first copy may edit those in
+/// place, so `originals` holds the records as they came, for [`Point::split`].
+/// When input points do share records (editing one would change the other), the
+/// answer starts with none, each point's are copied, and `input`'s own records
+/// are the originals.
 ///
 /// # Safety
-/// The input's records must be valid (as [`Batch::validate`] checks) against the
-/// arena `start` starts with, and `start` must be as said above: the [`Point`]s
-/// made here read their strings without bounds checks.
+/// `input` must be valid (as [`Batch::validate`] checks), and `originals` must
+/// hold its records: the [`Point`]s made here read their strings without bounds
+/// checks.
 unsafe fn run_points<T: Transform>(
     transform: &mut T,
-    input: &Input<'_>,
-    start: Batch,
-    records_in_place: bool,
+    input: &mut Batch,
+    originals: Originals<'_>,
 ) -> Answer {
-    let input_strings = start.arena.len();
-    let mut output = start;
+    let records_in_place = records_are_disjoint(&input.points);
+    let (tags, fields) = if records_in_place {
+        (
+            std::mem::take(&mut input.tags),
+            std::mem::take(&mut input.fields),
+        )
+    } else {
+        Default::default()
+    };
+    let mut output = Batch {
+        arena: std::mem::take(&mut input.arena),
+        sources: std::mem::take(&mut input.sources),
+        points: Vec::with_capacity(input.points.len()),
+        tags,
+        fields,
+    };
+    let input_strings = output.arena.len();
+    let input: &Batch = input;
+    let input = Input {
+        points: &input.points,
+        originals: if records_in_place {
+            originals
+        } else {
+            Originals::Batch(input)
+        },
+    };
     let mut rejections = Vec::new();
     let mut edited = false;
     for index in 0..input.points.len() {
@@ -266,7 +243,7 @@ unsafe fn run_points<T: Transform>(
         // SAFETY: the input's records are valid against the strings `output`'s
         // arena starts with (this function's precondition), and `output` is built
         // from them as `Point` requires.
-        let mut point = unsafe { Point::copy_of(&mut output, input, index, records_in_place) };
+        let mut point = unsafe { Point::copy_of(&mut output, &input, index, records_in_place) };
         let verdict = transform.process(&mut point);
         let point_edited = point.edited();
         if !matches!(verdict, Verdict::Keep) {

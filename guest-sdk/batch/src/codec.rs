@@ -10,8 +10,10 @@
 //! hold.
 
 use crate::validate::{Parts, Records};
+use crate::{room_for_records, room_for_strings};
 use crate::{Batch, BatchError, FieldRecord, PointRecord, SourceRecord, TagRecord};
 use bincode::config::{self, Configuration, Fixint, Limit, LittleEndian};
+use std::convert::identity;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 // Records are copied as their in-memory bytes, which are the little-endian wire's
@@ -174,41 +176,29 @@ impl<'a> Sections<'a> {
         Ok(sections)
     }
 
-    /// The batch, its records copied out of the sections.
-    /// The batch, its records copied out of the sections. The arena and the tag
-    /// and field records get room to grow: a stage's answer starts as its input's
-    /// (see the SDK), and a full vector would be copied whole to grow by the
-    /// first string a stage renames (as every stage of the benchmark's chain
-    /// does), or by the first record it adds.
+    /// The batch, its records copied out of the sections, with room to grow in
+    /// its arena and its tag and field records ([`crate::room_for_strings`]).
     fn into_batch(self) -> Batch {
-        let mut arena = String::with_capacity(with_room(self.arena.len(), 4));
+        let mut arena = String::with_capacity(room_for_strings(self.arena.len()));
         arena.push_str(self.arena);
         Batch {
             arena,
-            sources: collect(self.sources, 0),
-            points: collect(self.points, 0),
-            tags: collect(self.tags, 8),
-            fields: collect(self.fields, 8),
+            sources: collect(self.sources, identity),
+            points: collect(self.points, identity),
+            tags: collect(self.tags, room_for_records),
+            fields: collect(self.fields, room_for_records),
         }
     }
 }
 
-/// `len` and a `1/room`th more (and a little), or just `len` for `room` 0.
-fn with_room(len: usize, room: usize) -> usize {
-    match room {
-        0 => len,
-        room => len + len / room + 16,
-    }
-}
-
 /// The records in `bytes`, a whole number of them (as [`Reader::take`] cuts),
-/// copied into a vector with a `1/room`th more room ([`with_room`]): one copy,
-/// without zeroing the vector first (which cost as much as the copy).
+/// copied into a vector of `capacity(count)`: one copy, without zeroing the
+/// vector first (which cost as much as the copy).
 #[allow(unsafe_code)]
-fn collect<R: Record>(bytes: &[u8], room: usize) -> Vec<R> {
+fn collect<R: Record>(bytes: &[u8], capacity: fn(usize) -> usize) -> Vec<R> {
     let count = bytes.len() / R::SIZE;
     assert_eq!(count * R::SIZE, bytes.len(), "a whole number of records");
-    let mut records = Vec::<R>::with_capacity(with_room(count, room));
+    let mut records = Vec::<R>::with_capacity(capacity(count));
     // SAFETY: the vector has room for `count` records, `bytes.len()` bytes, and
     // cannot overlap `bytes`; every byte pattern is a valid `R` (`FromBytes`), so
     // the first `count` records are initialised once copied.

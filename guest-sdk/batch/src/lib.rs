@@ -22,6 +22,20 @@
 #![deny(unsafe_code)]
 
 pub mod codec;
+
+/// Room for the strings of an arena of `len` bytes and a quarter more, and
+/// ([`room_for_records`]) for `len` tag or field records and an eighth more. A
+/// stage's answer starts as its input's strings and records, and a full vector
+/// would be copied whole to grow by the first string a stage renames (as every
+/// stage of the benchmark's chain does) or the first record it adds.
+pub(crate) fn room_for_strings(len: usize) -> usize {
+    len + len / 4 + 16
+}
+
+/// See [`room_for_strings`].
+pub(crate) fn room_for_records(len: usize) -> usize {
+    len + len / 8 + 16
+}
 mod point;
 mod validate;
 
@@ -271,6 +285,25 @@ impl Batch {
             points: Vec::with_capacity(points),
             tags: Vec::with_capacity(points * 3),
             fields: Vec::with_capacity(points * 3),
+        }
+    }
+
+    /// A copy with room to grow in its arena and its tag and field records, as a
+    /// decoded batch has: what a stage's answer starts from.
+    pub fn copy_with_room(&self) -> Batch {
+        let mut arena = String::with_capacity(room_for_strings(self.arena.len()));
+        arena.push_str(&self.arena);
+        fn records<R: Copy>(records: &[R]) -> Vec<R> {
+            let mut copy = Vec::with_capacity(room_for_records(records.len()));
+            copy.extend_from_slice(records);
+            copy
+        }
+        Batch {
+            arena,
+            sources: self.sources.clone(),
+            points: self.points.clone(),
+            tags: records(&self.tags),
+            fields: records(&self.fields),
         }
     }
 

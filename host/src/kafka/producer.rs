@@ -64,7 +64,7 @@ impl ReportingProducer {
     }
 
     /// Sends one record and waits for its delivery report. A full local queue is
-    /// waited on for up to [`QUEUE_TIMEOUT`]; a report that never comes (the
+    /// waited on for up to 5 seconds; a report that never comes (the
     /// producer was destroyed first) is [`KafkaError::Canceled`].
     pub async fn send(
         &self,

@@ -120,11 +120,23 @@ impl AnyStage {
         }
     }
 
-    /// Runs a batch and checks the answer against it.
-    fn process(&self, input: &Batch) -> Result<StageOutput, StageError> {
+    /// Runs `input` as a first stage does, its points numbered by index (as it is
+    /// encoded for the sandbox, on a copy natively: no copy just to number it),
+    /// and checks the answer against that numbering. Rejections index `input`.
+    fn process_numbered(&self, input: &Batch) -> Result<StageOutput, StageError> {
         match self {
-            AnyStage::Wasm(stage) => stage.process(input, &codec::encode(input)),
-            AnyStage::Native(stage) => Ok(stage.process(input)),
+            AnyStage::Wasm(stage) => {
+                let raw = stage.call(&codec::encode_numbered(input))?;
+                check_answer_to(input.len(), |i| i as u32, raw).map_err(|failure| StageError {
+                    stage: stage.id().clone(),
+                    failure,
+                })
+            }
+            AnyStage::Native(stage) => {
+                let mut batch = input.clone();
+                Origins::number(&mut batch);
+                Ok(stage.process(&batch))
+            }
         }
     }
 }
@@ -439,25 +451,10 @@ impl Router {
 
     /// Splits a batch by tenant.
     pub fn route(&self, input: &Batch) -> Result<RouteOutput, StageError> {
+        let output = self.stage.process_numbered(input)?;
         let origins = Origins::of(input);
-        let output = match &self.stage {
-            // Numbered as it is encoded, as the chain's first stage: no copy of the
-            // batch just to number it. The rejections are rendered from `input`
-            // itself, whose point `i` is the numbered point `i`.
-            AnyStage::Wasm(stage) => {
-                let raw = stage.call(&codec::encode_numbered(input))?;
-                check_answer_to(input.len(), |i| i as u32, raw).map_err(|failure| StageError {
-                    stage: stage.id().clone(),
-                    failure,
-                })?
-            }
-            AnyStage::Native(_) => {
-                let mut batch = input.clone();
-                Origins::number(&mut batch);
-                self.stage.process(&batch)?
-            }
-        };
         let mut routed = RouteOutput {
+            // Rendered from `input` itself, whose point `i` was numbered `i`.
             rejected: rejected_from(self.stage.id(), input, &output.rejections, |o| o)?,
             ..RouteOutput::default()
         };

@@ -243,18 +243,6 @@ impl Stage {
         })
     }
 
-    /// Runs one batch through the stage ([`Stage::call`]) and checks the answer
-    /// against the input ([`check_answer`]). `input` is the decoded form of
-    /// `input_bytes`; its points' origins must be distinct (the [`super::Chain`]
-    /// numbers them).
-    pub fn process(&self, input: &Batch, input_bytes: &[u8]) -> Result<StageOutput, StageError> {
-        let raw = self.call(input_bytes)?;
-        check_answer(input, raw).map_err(|failure| StageError {
-            stage: (*self.id).clone(),
-            failure,
-        })
-    }
-
     /// Runs one encoded batch through the stage and returns the guest's answer
     /// unopened, checked in place (its size, layout, and every span, index and
     /// code: [`codec::check`]), so that it may go on to the next guest as it is.
@@ -359,8 +347,8 @@ pub(crate) fn check_answer(input: &Batch, output: RawOutput) -> Result<StageOutp
 }
 
 /// [`check_answer`] for an input of `len` points whose `i`th has origin
-/// `origin_of(i)`: the router's input, numbered as it was encoded, is not at hand
-/// in numbered form.
+/// `origin_of(i)`: an input numbered as it was encoded is not at hand in
+/// numbered form.
 pub(crate) fn check_answer_to(
     len: usize,
     origin_of: impl Fn(usize) -> u32,

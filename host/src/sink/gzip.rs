@@ -8,7 +8,7 @@
 //! builds them per block. Gzip was the largest share of Boulder's CPU, so the fast
 //! level gets the fast library.
 //!
-//! igzip looks back 8 KiB ([`IGZIP_HISTORY_BITS`]) instead of deflate's 32 KiB: on
+//! igzip looks back 8 KiB (`IGZIP_HISTORY_BITS`) instead of deflate's 32 KiB: on
 //! the same bodies that compressed 7% faster (734 against 685 MB/s) into 2% fewer
 //! bytes (ratio 3.52 against 3.46). Line protocol repeats itself within a few
 //! lines (the same series, the same keys), so the far matches that a longer

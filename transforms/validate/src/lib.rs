@@ -71,15 +71,15 @@ impl Transform for Validate {
         // Nearly every point has nothing to change: one read-only pass over its
         // tags and one over its fields say so, cheaper than the editing loops'
         // lookups by index.
-        let tags_clean = point.tags().all(|(key, value)| {
-            !key.is_empty() && !key.starts_with("__") && !value.is_empty() && !needs_sanitizing(key)
-        });
+        let tags_clean = point
+            .tags()
+            .all(|(key, value)| !needs_sanitizing(key) && !is_removed(key, value));
         let mut i = 0;
         while !tags_clean && i < point.tag_count() {
             let (key, value) = point.tag_at(i);
             let sanitized = sanitize(key, &mut self.name);
             let key = if sanitized { self.name.as_str() } else { key };
-            if key.is_empty() || key.starts_with("__") || value.is_empty() {
+            if is_removed(key, value) {
                 point.remove_tag_at(i);
                 continue;
             }
@@ -119,6 +119,13 @@ impl Transform for Validate {
         }
         Verdict::Keep
     }
+}
+
+/// Whether a tag with this (sanitized) key and value is removed: an empty key or
+/// value, or a key that Prometheus reserves.
+#[inline(always)]
+fn is_removed(key: &str, value: &str) -> bool {
+    key.is_empty() || key.starts_with("__") || value.is_empty()
 }
 
 impl Validate {
