@@ -238,7 +238,10 @@ pub struct OutputConfig {
     /// A name for logs, metrics and dead letters. Default: `<tenant>-<n>` (from 1).
     pub name: Option<String>,
     /// The write endpoint, e.g. `http://127.0.0.1:8428/api/v2/write`
-    /// (`https://` uses the system's CA certificates).
+    /// (`https://` uses the system's CA certificates). It may have a query, which
+    /// is sent as it is before the `org`, `bucket` and `precision` that Boulder
+    /// adds (e.g. VictoriaMetrics's `?extra_label=env=prod`), but it may not set
+    /// those three.
     pub url: String,
     /// The `org` query parameter. Default: empty.
     #[serde(default)]
@@ -611,10 +614,19 @@ impl Config {
                 ),
             ));
         }
-        if uri.query().is_some() {
+        // A query may carry what a database reads beyond the v2 API, such as
+        // VictoriaMetrics's `extra_label`; the three parameters Boulder sets itself
+        // would be sent twice, and which one a database heeds is its own choice.
+        let query = uri.query().unwrap_or_default();
+        if let Some((name, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| matches!(name.as_ref(), "org" | "bucket" | "precision"))
+        {
             return Err(self.invalid(
                 format!("{key}.url"),
-                "must have no query: set org and bucket, Boulder adds precision=ns",
+                format!(
+                    "its query sets `{name}`, which Boulder sets itself: use the output's \
+                     org and bucket keys (precision is always ns)"
+                ),
             ));
         }
         if output.gzip_level > 9 {
@@ -790,6 +802,10 @@ mod tests {
             (
                 "[pipeline]\nbatch_bytes = \"0B\"",
                 "pipeline.batch_bytes: must be at least 1 byte",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\noutputs = [{ url = \"http://h/w?a=1&bucket=b\" }]",
+                "tenants[0].outputs[0].url: its query sets `bucket`",
             ),
         ];
         for (text, want) in cases {

@@ -395,6 +395,60 @@ fn two_tenants_routed_by_topic_and_by_tag_to_their_own_outputs() {
     assert_eq!(export(&vm_b(), &selector).len(), 2);
 }
 
+/// An output URL's own query reaches the database beside the `org`, `bucket` and
+/// `precision` that Boulder adds: here VictoriaMetrics's `extra_label` gives the
+/// points a `test` label that none of them carries.
+#[test]
+fn an_output_url_with_a_query_keeps_it() {
+    require_services();
+    let name = unique("query");
+    create_topic(&name, 1);
+    let now = now_ms();
+    produce(
+        &name,
+        &[(
+            "k",
+            format!("labelled,host=a v=5 {}\n", now * 1_000_000).into_bytes(),
+        )],
+    );
+    let boulder = Boulder::run(
+        &name,
+        &config(
+            &name,
+            &format!(
+                r#"
+                [[inputs]]
+                topics = ["{name}"]
+                format = "influx-line"
+
+                [[tenants]]
+                name = "ops"
+                outputs = [{{ url = "{vm}/api/v2/write?extra_label=test%3D{name}", bucket = "metrics", batch_age = "100ms" }}]
+                "#,
+                vm = vm_a()
+            ),
+            "",
+        ),
+    );
+    let series = wait_for_samples(
+        &vm_a(),
+        &format!(r#"{{test="{name}"}}"#),
+        1,
+        Duration::from_secs(60),
+        || boulder.log(),
+    );
+    assert_eq!(
+        simple(&series),
+        // No chain flips the single field, so -influxSkipSingleField drops its name.
+        vec![(
+            "labelled".into(),
+            labels(&[("host", "a")]),
+            vec![(now, 5.0)]
+        )]
+    );
+    assert!(boulder.stop().success());
+}
+
 #[test]
 fn a_regex_subscription_picks_up_a_topic_created_after_start() {
     require_services();

@@ -72,7 +72,8 @@ impl Endpoint {
             .append_pair("bucket", &output.bucket)
             .append_pair("precision", "ns")
             .finish();
-        let uri: Uri = format!("{}?{query}", output.url)
+        let joint = if output.url.contains('?') { '&' } else { '?' };
+        let uri: Uri = format!("{}{joint}{query}", output.url)
             .parse()
             .map_err(|e| format!("{}: {e}", output.url))?;
         let token =
@@ -225,6 +226,12 @@ mod tests {
             "http://127.0.0.1:8428/api/v2/write?org=my+org&bucket=b%26c&precision=ns"
         );
         assert_eq!(e.token.as_ref().unwrap(), "Token s3cret");
+        let labelled: OutputConfig =
+            toml::from_str("url = \"http://h:1/api/v2/write?extra_label=env%3Dprod\"").unwrap();
+        assert_eq!(
+            Endpoint::new(&labelled, None).unwrap().uri.to_string(),
+            "http://h:1/api/v2/write?extra_label=env%3Dprod&org=&bucket=&precision=ns"
+        );
         let body = e.body(b"m f=1 1\n");
         let mut d = flate2::read::GzDecoder::new(&body[..]);
         let mut out = String::new();
