@@ -36,6 +36,9 @@ impl Transform for Normalize {
         })
     }
 
+    // Inlined into the SDK's loop over points: a call per point per stage cost
+    // 9-10 ns per point over the three stages, in the sandbox and natively alike.
+    #[inline(always)]
     fn process(&mut self, point: &mut Point<'_>) -> Verdict {
         if lowercase(point.measurement(), &mut self.key) {
             point.set_measurement(&self.key);

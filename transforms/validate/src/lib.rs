@@ -57,6 +57,9 @@ impl Transform for Validate {
         })
     }
 
+    // Inlined into the SDK's loop over points: a call per point per stage cost
+    // 9-10 ns per point over the three stages, in the sandbox and natively alike.
+    #[inline(always)]
     fn process(&mut self, point: &mut Point<'_>) -> Verdict {
         if sanitize(point.measurement(), &mut self.name) {
             point.set_measurement(&self.name);
