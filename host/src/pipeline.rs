@@ -11,7 +11,7 @@ use crate::dlq::{DeadLetter, Stage};
 use crate::encode::line_protocol;
 use crate::kafka::ack::Ack;
 use crate::metrics::{DropLabels, Metrics};
-use crate::runtime::{Chain, Rejected, Router, StageError};
+use crate::runtime::{Chain, Rejected, Routed, Router, StageError};
 use crate::sink::{Budget, Chunk, OutputHandle};
 use boulder_batch::{Batch, Format};
 use std::collections::{BTreeMap, HashMap};
@@ -161,9 +161,9 @@ impl Pipeline {
     pub fn process_from(&self, messages: Vec<Consumed>, now_ns: i64, entry: Entry<'_>) {
         let started = Instant::now();
         let batch = self.decode(&messages, now_ns);
-        let routed: Vec<(usize, Batch)> = match (entry, &self.router) {
+        let routed: Vec<(usize, Routed)> = match (entry, &self.router) {
             (Entry::Chain(name) | Entry::Outputs(name), _) => match self.by_name.get(name) {
-                Some(&index) => vec![(index, batch)],
+                Some(&index) => vec![(index, Routed::Batch(batch))],
                 None => {
                     let reason = format!("no tenant {name:?} in this config");
                     self.dead_letter_batch(
@@ -177,7 +177,7 @@ impl Pipeline {
                     Vec::new()
                 }
             },
-            (Entry::Start, None) => vec![(0, batch)],
+            (Entry::Start, None) => vec![(0, Routed::Batch(batch))],
             (Entry::Start, Some(router)) => match router.route(&batch) {
                 Ok(out) => {
                     self.rejected(&messages, &out.rejected, Stage::Route, None);
@@ -192,23 +192,23 @@ impl Pipeline {
                 }
             },
         };
-        for (index, batch) in routed {
+        for (index, routed) in routed {
             let tenant = &self.tenants[index];
             let name = Metrics::tenant(tenant.name());
             self.metrics
                 .points_in
                 .get_or_create(&name)
-                .inc_by(batch.len() as u64);
+                .inc_by(routed.len() as u64);
             if let Entry::Outputs(_) = entry {
-                self.hand_off(&messages, tenant, &batch);
+                self.hand_off(&messages, tenant, &routed.batch());
                 continue;
             }
             if tenant.quarantined() {
-                self.quarantined(&messages, tenant, &batch);
+                self.quarantined(&messages, tenant, &routed.batch());
                 continue;
             }
             let chain_started = Instant::now();
-            let result = tenant.chain().run(&batch);
+            let result = tenant.chain().run_routed(&routed);
             self.metrics
                 .guest_seconds
                 .get_or_create(&name)
@@ -230,7 +230,7 @@ impl Pipeline {
                         self.metrics.quarantined.get_or_create(&name).set(1);
                         tracing::error!(tenant = tenant.name(), failures, error = %e, "tenant quarantined: its points go to the dead-letter queue until its component is replaced");
                     }
-                    self.failed(&messages, &batch, Stage::Transform, &e);
+                    self.failed(&messages, &routed.batch(), Stage::Transform, &e);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The built-in transforms, through the real runtime, as components.
 
-use boulder::runtime::{Chain, LoadError, Router};
+use boulder::runtime::{Chain, LoadError, Routed, Router};
 use boulder_tests::{config, lines, runtime, to_lines};
 
 const BUILTIN_CHAIN: &str = r#"
@@ -113,9 +113,9 @@ fn the_router_splits_by_topic_and_tag_and_dead_letters_unknown_tenants() {
         "metrics",
     );
     let out = router.route(&input).unwrap();
-    assert_eq!(to_lines(&out.by_tenant["ops"]), vec!["a f=1.0 1"]);
+    assert_eq!(to_lines(&out.by_tenant["ops"].batch()), vec!["a f=1.0 1"]);
     assert_eq!(
-        to_lines(&out.by_tenant["web"]),
+        to_lines(&out.by_tenant["web"].batch()),
         vec!["b,tenant=web f=2.0 2"]
     );
     assert_eq!(out.rejected.len(), 1);
@@ -128,6 +128,71 @@ fn the_router_splits_by_topic_and_tag_and_dead_letters_unknown_tenants() {
         from_web_topic.by_tenant.keys().collect::<Vec<_>>(),
         vec!["web"]
     );
+}
+
+/// The usual case, every point to one tenant, hands the router's answer to the
+/// tenant's chain as it came: the chain must make of it exactly what it makes of
+/// the same points decoded, and the points must decode with the caller's origins
+/// (which the pipeline dead-letters by when the chain fails).
+#[test]
+fn a_batch_routed_whole_to_one_tenant_runs_as_if_decoded() {
+    let config = config(&format!(
+        r#"
+        [router]
+        component = "route"
+        params = {{ rules = [{{ tag = "tenant" }}], default = "ops" }}
+        {BUILTIN_CHAIN}
+        "#
+    ));
+    let runtime = runtime(&config);
+    let router = Router::load(&runtime, &config).unwrap().unwrap();
+    let chain = Chain::load(&runtime, &config, &config.tenants[0]).unwrap();
+    let mut input = lines(
+        "CPU,host=a usage.user=1.5 10\n9lives f=1 20\nmem,tenant=ops used=2 30\n",
+        "metrics",
+    );
+    // Origins as the pipeline's: message indices, not point indices.
+    for (p, origin) in input.points.iter_mut().zip([7, 8, 9]) {
+        p.origin = origin;
+    }
+    let mut out = router.route(&input).unwrap();
+    assert!(out.rejected.is_empty());
+    let routed = out.by_tenant.remove("ops").unwrap();
+    assert!(out.by_tenant.is_empty());
+    assert!(
+        matches!(routed, Routed::Answer { .. }),
+        "the answer is handed over as it came"
+    );
+    assert_eq!(routed.len(), 3);
+    let decoded = routed.batch().into_owned();
+    assert_eq!(
+        decoded.points.iter().map(|p| p.origin).collect::<Vec<_>>(),
+        vec![7, 8, 9]
+    );
+    assert!(decoded.iter().all(|p| p.tenant() == "ops"));
+
+    let handed_over = chain.run_routed(&routed).unwrap();
+    let from_decoded = chain.run(&decoded).unwrap();
+    assert_eq!(handed_over.batch, from_decoded.batch);
+    assert_eq!(handed_over.rejected, from_decoded.rejected);
+    assert_eq!(
+        to_lines(&handed_over.batch),
+        vec![
+            "cpu_usage_user,host=a value=1.5 10",
+            "mem_used,tenant=ops value=2.0 30"
+        ]
+    );
+    assert_eq!(
+        handed_over
+            .batch
+            .points
+            .iter()
+            .map(|p| p.origin)
+            .collect::<Vec<_>>(),
+        vec![7, 9]
+    );
+    assert_eq!(handed_over.rejected.len(), 1);
+    assert_eq!(handed_over.rejected[0].origin, 8);
 }
 
 #[test]

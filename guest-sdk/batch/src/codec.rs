@@ -104,6 +104,46 @@ pub unsafe fn decode_checked(bytes: &[u8]) -> Result<Batch, BatchError> {
     Ok(sections.into_batch())
 }
 
+/// The point records of an encoded batch and its arena, read in place: for a reader
+/// that wants a few fields of each point (the host, of a router's answer) and would
+/// otherwise decode the whole batch for them. Nothing is checked beyond the layout,
+/// so a span outside the arena reads as empty bytes.
+pub struct PointsInPlace<'a> {
+    arena: &'a [u8],
+    points: &'a [u8],
+}
+
+impl<'a> PointsInPlace<'a> {
+    /// The points of `bytes`; fails only if the layout is broken.
+    pub fn new(bytes: &'a [u8]) -> Result<PointsInPlace<'a>, BatchError> {
+        let mut reader = Reader { bytes };
+        let arena = reader.take(1)?;
+        reader.take(SourceRecord::SIZE)?;
+        let points = reader.take(PointRecord::SIZE)?;
+        Ok(PointsInPlace { arena, points })
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.points.len() / PointRecord::SIZE
+    }
+
+    /// Whether there are no points.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Every point's record, in order.
+    pub fn iter(&self) -> impl Iterator<Item = PointRecord> + 'a {
+        records(self.points)
+    }
+
+    /// The bytes a span of the arena holds; empty if it is out of range.
+    pub fn arena_bytes(&self, span: crate::Span) -> &'a [u8] {
+        self.arena.get(span.range()).unwrap_or_default()
+    }
+}
+
 /// Checks encoded bytes exactly as [`decode`] does, without decoding them: the
 /// host's check of every guest's answer, in place.
 pub fn check(bytes: &[u8]) -> Result<(), BatchError> {

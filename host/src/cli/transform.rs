@@ -9,7 +9,7 @@ use boulder::batch::{Batch, Format};
 use boulder::config::Config;
 use boulder::decode::{influx_line, Precision};
 use boulder::encode::line_protocol;
-use boulder::runtime::{Chain, Rejected, Router, Runtime, RuntimeSettings};
+use boulder::runtime::{Chain, Rejected, Routed, Router, Runtime, RuntimeSettings};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -114,11 +114,11 @@ pub fn run(args: TransformArgs) -> Result<()> {
         start = end;
         let began = Instant::now();
         let mine = match &router {
-            None => Some(batch),
+            None => Some(Routed::Batch(batch)),
             Some(router) => route(router, &batch, &chain, &mut tally),
         };
         let Some(mine) = mine else { continue };
-        match chain.run(&mine) {
+        match chain.run_routed(&mine) {
             Ok(output) => {
                 tally.chain_time += began.elapsed();
                 tally.batches += 1;
@@ -147,12 +147,12 @@ pub fn run(args: TransformArgs) -> Result<()> {
 }
 
 /// The points the router gives `chain`'s tenant; the rest are tallied.
-fn route(router: &Router, batch: &Batch, chain: &Chain, tally: &mut Tally) -> Option<Batch> {
+fn route(router: &Router, batch: &Batch, chain: &Chain, tally: &mut Tally) -> Option<Routed> {
     match router.route(batch) {
         Ok(mut routed) => {
             tally.add(&routed.rejected);
             let mine = routed.by_tenant.remove(chain.tenant());
-            tally.elsewhere += routed.by_tenant.values().map(Batch::len).sum::<usize>();
+            tally.elsewhere += routed.by_tenant.values().map(Routed::len).sum::<usize>();
             mine
         }
         Err(e) => {

@@ -142,18 +142,19 @@ impl AnyStage {
 }
 
 /// A batch between two stages, in whichever form the last stage left it.
-enum Between {
+enum Between<'a> {
     Decoded(Batch),
     /// Valid bytes: a stage's answer, which [`Stage::call`] checked, or the host's
-    /// own encoding of the chain's input.
-    Encoded(Vec<u8>),
+    /// own encoding of the chain's input; borrowed when the input came encoded
+    /// (the router's answer, [`Routed::Answer`]).
+    Encoded(Cow<'a, [u8]>),
 }
 
-impl Between {
+impl Between<'_> {
     fn bytes(&self) -> Vec<u8> {
         match self {
             Between::Decoded(batch) => codec::encode(batch),
-            Between::Encoded(bytes) => bytes.clone(),
+            Between::Encoded(bytes) => bytes.to_vec(),
         }
     }
 
@@ -168,7 +169,7 @@ impl Between {
     }
 
     /// The batch, owned; itself back if it does not decode.
-    fn into_decoded(self) -> Result<Batch, Between> {
+    fn into_decoded(self) -> Result<Batch, Self> {
         if let Between::Decoded(batch) = self {
             return Ok(batch);
         }
@@ -256,17 +257,40 @@ impl Chain {
                 rejected: Vec::new(),
             });
         }
-        let (origins, mut current) = match &self.stages[0] {
+        let (origins, current) = match &self.stages[0] {
             // Numbered as it is encoded: no copy of the batch just to number it.
             AnyStage::Wasm(_) => (
                 Origins::of(input),
-                Between::Encoded(codec::encode_numbered(input)),
+                Between::Encoded(Cow::Owned(codec::encode_numbered(input))),
             ),
             AnyStage::Native(_) => {
                 let mut batch = input.clone();
                 (Origins::number(&mut batch), Between::Decoded(batch))
             }
         };
+        self.run_numbered(origins, current)
+    }
+
+    /// [`Chain::run`] for what the router gave this tenant, as it gave it: a
+    /// router's answer that went to this tenant whole is passed to the first stage
+    /// as it is, not decoded and encoded again.
+    pub fn run_routed(&self, input: &Routed) -> Result<ChainOutput, StageError> {
+        match input {
+            Routed::Answer { bytes, origins } if !origins.is_empty() => self.run_numbered(
+                Origins(origins.clone()),
+                Between::Encoded(Cow::Borrowed(bytes)),
+            ),
+            _ => self.run(&input.batch()),
+        }
+    }
+
+    /// Runs every stage on `current`, whose points are numbered by index; `origins`
+    /// are the caller's.
+    fn run_numbered(
+        &self,
+        origins: Origins,
+        mut current: Between<'_>,
+    ) -> Result<ChainOutput, StageError> {
         let mut rejected = Vec::new();
         // What each stage was given and what it rejected, to find the culprit.
         let mut trail: Vec<(Between, Vec<Rejection>)> = Vec::with_capacity(self.stages.len());
@@ -285,7 +309,7 @@ impl Chain {
                 }
                 AnyStage::Wasm(wasm) => {
                     let encoded;
-                    let bytes = match &current {
+                    let bytes: &[u8] = match &current {
                         Between::Decoded(batch) => {
                             encoded = codec::encode(batch);
                             &encoded
@@ -311,7 +335,7 @@ impl Chain {
                 rejected.extend(origins.rejected(stage.id(), &input, &rejections)?);
             }
             trail.push((
-                std::mem::replace(&mut current, Between::Encoded(bytes)),
+                std::mem::replace(&mut current, Between::Encoded(Cow::Owned(bytes))),
                 rejections,
             ));
         }
@@ -414,12 +438,57 @@ fn load_stage(
     Stage::new(runtime, id, component, params, limits).map(AnyStage::Wasm)
 }
 
+/// A tenant's points, as the router gave them.
+#[derive(Debug)]
+pub enum Routed {
+    /// Decoded, with the caller's origins.
+    Batch(Batch),
+    /// The router's answer itself, when it sent every point to this one tenant in
+    /// order: checked bytes whose `i`th point is the router's input point `i`
+    /// (numbered as a chain numbers its input), and the caller's origin of each.
+    /// The usual case; the chain's first stage takes the bytes as they are.
+    Answer {
+        /// The answer, checked by [`Stage::call`].
+        bytes: Vec<u8>,
+        /// The caller's origin of point `i`.
+        origins: Vec<u32>,
+    },
+}
+
+impl Routed {
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        match self {
+            Routed::Batch(batch) => batch.len(),
+            Routed::Answer { origins, .. } => origins.len(),
+        }
+    }
+
+    /// Whether there are no points.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The points, decoded, with the caller's origins.
+    pub fn batch(&self) -> Cow<'_, Batch> {
+        match self {
+            Routed::Batch(batch) => Cow::Borrowed(batch),
+            Routed::Answer { bytes, origins } => {
+                // Checked bytes, which decode.
+                let mut batch = codec::decode_trusted(bytes).unwrap_or_default();
+                Origins(origins.clone()).restore(&mut batch);
+                Cow::Owned(batch)
+            }
+        }
+    }
+}
+
 /// What the router made of a batch.
 #[derive(Debug, Default)]
 pub struct RouteOutput {
-    /// Per tenant, its points (with the caller's origins). A point fanned out to
-    /// several tenants is in each of their batches.
-    pub by_tenant: BTreeMap<String, Batch>,
+    /// Per tenant, its points. A point fanned out to several tenants is in each of
+    /// their batches.
+    pub by_tenant: BTreeMap<String, Routed>,
     /// The points the router dropped or dead-lettered, or assigned to no known
     /// tenant (dead-lettered).
     pub rejected: Vec<Rejected>,
@@ -451,7 +520,67 @@ impl Router {
 
     /// Splits a batch by tenant.
     pub fn route(&self, input: &Batch) -> Result<RouteOutput, StageError> {
-        let output = self.stage.process_numbered(input)?;
+        let output = match &self.stage {
+            AnyStage::Wasm(stage) => {
+                let raw =
+                    match self.to_one_tenant(input, stage.call(&codec::encode_numbered(input))?) {
+                        Ok(routed) => return Ok(routed),
+                        Err(raw) => raw,
+                    };
+                check_answer_to(input.len(), |i| i as u32, raw).map_err(|failure| StageError {
+                    stage: stage.id().clone(),
+                    failure,
+                })?
+            }
+            AnyStage::Native(_) => self.stage.process_numbered(input)?,
+        };
+        self.split(input, output)
+    }
+
+    /// The router's answer as it is, if it sent every input point, in order and
+    /// once, to one known tenant and rejected none; read in place, not decoded.
+    /// Point `i` having origin `i` for every `i` is the whole accounting check.
+    /// Otherwise the answer comes back, to be checked and split.
+    fn to_one_tenant(&self, input: &Batch, raw: RawOutput) -> Result<RouteOutput, RawOutput> {
+        match self.one_tenant_of(input, &raw) {
+            Some(tenant) => Ok(RouteOutput {
+                by_tenant: BTreeMap::from([(
+                    tenant,
+                    Routed::Answer {
+                        origins: Origins::of(input).0,
+                        bytes: raw.bytes,
+                    },
+                )]),
+                rejected: Vec::new(),
+            }),
+            None => Err(raw),
+        }
+    }
+
+    /// See [`Router::to_one_tenant`].
+    fn one_tenant_of(&self, input: &Batch, raw: &RawOutput) -> Option<String> {
+        if !raw.rejections.is_empty() {
+            return None;
+        }
+        let points = codec::PointsInPlace::new(&raw.bytes).ok()?;
+        if points.len() != input.len() {
+            return None;
+        }
+        let mut records = points.iter();
+        let first = records.next()?;
+        let tenant = std::str::from_utf8(points.arena_bytes(first.tenant)).ok()?;
+        if first.origin != 0 || !self.tenants.contains(tenant) {
+            return None;
+        }
+        let same = records.zip(1..).all(|(p, i)| {
+            p.origin == i
+                && (p.tenant == first.tenant || points.arena_bytes(p.tenant) == tenant.as_bytes())
+        });
+        same.then(|| tenant.to_owned())
+    }
+
+    /// The tenants' batches of a checked answer.
+    fn split(&self, input: &Batch, output: StageOutput) -> Result<RouteOutput, StageError> {
         let origins = Origins::of(input);
         let mut routed = RouteOutput {
             // Rendered from `input` itself, whose point `i` was numbered `i`.
@@ -499,14 +628,14 @@ impl Router {
             groups[last].1.push(i);
         }
         // The usual case, every point to one tenant, hands the batch over whole.
-        let by_tenant: Vec<(String, Batch)> = match groups.as_slice() {
+        let by_tenant: Vec<(String, Routed)> = match groups.as_slice() {
             [(tenant, indices)] if indices.len() == out.len() => {
                 let tenant = (*tenant).to_owned();
-                vec![(tenant, out)]
+                vec![(tenant, Routed::Batch(out))]
             }
             _ => groups
                 .iter()
-                .map(|(tenant, indices)| ((*tenant).to_owned(), out.select(indices)))
+                .map(|(tenant, indices)| ((*tenant).to_owned(), Routed::Batch(out.select(indices))))
                 .collect(),
         };
         routed.by_tenant.extend(by_tenant);

@@ -20,7 +20,7 @@ mod error;
 pub mod native;
 pub mod stage;
 
-pub use chain::{AnyStage, Chain, ChainOutput, Rejected, RouteOutput, Router};
+pub use chain::{AnyStage, Chain, ChainOutput, Rejected, RouteOutput, Routed, Router};
 pub use component::LoadedComponent;
 pub use error::{Failure, LoadError, StageError, StageId};
 pub use stage::{Stage, StageOutput};
