@@ -31,17 +31,18 @@ pub struct Rejected {
     pub line: String,
 }
 
-/// The caller's origins of a batch, replaced by indices while stages run.
-struct Origins(Vec<u32>);
+/// The caller's origins of a batch, replaced by indices while stages run; borrowed
+/// from a [`Routed::Answer`], which keeps them.
+struct Origins<'a>(Cow<'a, [u32]>);
 
-impl Origins {
+impl Origins<'_> {
     /// The caller's origins of `batch`'s points, before they are numbered.
-    fn of(batch: &Batch) -> Origins {
+    fn of(batch: &Batch) -> Origins<'static> {
         Origins(batch.points.iter().map(|p| p.origin).collect())
     }
 
     /// Takes the caller's origins and gives each point its index instead.
-    fn number(batch: &mut Batch) -> Origins {
+    fn number(batch: &mut Batch) -> Origins<'static> {
         let origins = Origins::of(batch);
         for (i, p) in batch.points.iter_mut().enumerate() {
             p.origin = i as u32;
@@ -117,26 +118,6 @@ impl AnyStage {
         match self {
             AnyStage::Wasm(stage) => stage.id(),
             AnyStage::Native(stage) => stage.id(),
-        }
-    }
-
-    /// Runs `input` as a first stage does, its points numbered by index (as it is
-    /// encoded for the sandbox, on a copy natively: no copy just to number it),
-    /// and checks the answer against that numbering. Rejections index `input`.
-    fn process_numbered(&self, input: &Batch) -> Result<StageOutput, StageError> {
-        match self {
-            AnyStage::Wasm(stage) => {
-                let raw = stage.call(&codec::encode_numbered(input))?;
-                check_answer_to(input.len(), |i| i as u32, raw).map_err(|failure| StageError {
-                    stage: stage.id().clone(),
-                    failure,
-                })
-            }
-            AnyStage::Native(stage) => {
-                let mut batch = input.clone();
-                Origins::number(&mut batch);
-                Ok(stage.process(&batch))
-            }
         }
     }
 }
@@ -277,7 +258,7 @@ impl Chain {
     pub fn run_routed(&self, input: &Routed) -> Result<ChainOutput, StageError> {
         match input {
             Routed::Answer { bytes, origins } if !origins.is_empty() => self.run_numbered(
-                Origins(origins.clone()),
+                Origins(Cow::Borrowed(origins)),
                 Between::Encoded(Cow::Borrowed(bytes)),
             ),
             _ => self.run(&input.batch()),
@@ -288,7 +269,7 @@ impl Chain {
     /// are the caller's.
     fn run_numbered(
         &self,
-        origins: Origins,
+        origins: Origins<'_>,
         mut current: Between<'_>,
     ) -> Result<ChainOutput, StageError> {
         let mut rejected = Vec::new();
@@ -476,7 +457,7 @@ impl Routed {
             Routed::Answer { bytes, origins } => {
                 // Checked bytes, which decode.
                 let mut batch = codec::decode_trusted(bytes).unwrap_or_default();
-                Origins(origins.clone()).restore(&mut batch);
+                Origins(Cow::Borrowed(origins)).restore(&mut batch);
                 Cow::Owned(batch)
             }
         }
@@ -519,20 +500,28 @@ impl Router {
     }
 
     /// Splits a batch by tenant.
+    ///
+    /// The router's input is numbered by index, as a chain's first stage's is: as
+    /// it is encoded for the sandbox, on a copy natively. Its answer is checked
+    /// against that numbering, and its rejections index `input`.
     pub fn route(&self, input: &Batch) -> Result<RouteOutput, StageError> {
         let output = match &self.stage {
             AnyStage::Wasm(stage) => {
-                let raw =
-                    match self.to_one_tenant(input, stage.call(&codec::encode_numbered(input))?) {
-                        Ok(routed) => return Ok(routed),
-                        Err(raw) => raw,
-                    };
+                let raw = stage.call(&codec::encode_numbered(input))?;
+                let raw = match self.to_one_tenant(input, raw) {
+                    Ok(routed) => return Ok(routed),
+                    Err(raw) => raw,
+                };
                 check_answer_to(input.len(), |i| i as u32, raw).map_err(|failure| StageError {
                     stage: stage.id().clone(),
                     failure,
                 })?
             }
-            AnyStage::Native(_) => self.stage.process_numbered(input)?,
+            AnyStage::Native(stage) => {
+                let mut batch = input.clone();
+                Origins::number(&mut batch);
+                stage.process(&batch)
+            }
         };
         self.split(input, output)
     }
@@ -542,41 +531,37 @@ impl Router {
     /// Point `i` having origin `i` for every `i` is the whole accounting check.
     /// Otherwise the answer comes back, to be checked and split.
     fn to_one_tenant(&self, input: &Batch, raw: RawOutput) -> Result<RouteOutput, RawOutput> {
-        match self.one_tenant_of(input, &raw) {
-            Some(tenant) => Ok(RouteOutput {
-                by_tenant: BTreeMap::from([(
-                    tenant,
-                    Routed::Answer {
-                        origins: Origins::of(input).0,
-                        bytes: raw.bytes,
-                    },
-                )]),
-                rejected: Vec::new(),
-            }),
-            None => Err(raw),
-        }
+        let Some(tenant) = self.one_tenant_of(input.len(), &raw) else {
+            return Err(raw);
+        };
+        let routed = Routed::Answer {
+            origins: Origins::of(input).0.into_owned(),
+            bytes: raw.bytes,
+        };
+        Ok(RouteOutput {
+            by_tenant: BTreeMap::from([(tenant, routed)]),
+            rejected: Vec::new(),
+        })
     }
 
-    /// See [`Router::to_one_tenant`].
-    fn one_tenant_of(&self, input: &Batch, raw: &RawOutput) -> Option<String> {
-        if !raw.rejections.is_empty() {
-            return None;
-        }
+    /// The one known tenant of every point of an answer to `len` numbered points,
+    /// if it kept each of them once, in order, and rejected none.
+    fn one_tenant_of(&self, len: usize, raw: &RawOutput) -> Option<String> {
         let points = codec::PointsInPlace::new(&raw.bytes).ok()?;
-        if points.len() != input.len() {
+        if !raw.rejections.is_empty() || points.len() != len {
             return None;
         }
-        let mut records = points.iter();
-        let first = records.next()?;
-        let tenant = std::str::from_utf8(points.arena_bytes(first.tenant)).ok()?;
-        if first.origin != 0 || !self.tenants.contains(tenant) {
-            return None;
-        }
-        let same = records.zip(1..).all(|(p, i)| {
-            p.origin == i
-                && (p.tenant == first.tenant || points.arena_bytes(p.tenant) == tenant.as_bytes())
-        });
-        same.then(|| tenant.to_owned())
+        let first = points.iter().next()?.tenant;
+        let tenant = std::str::from_utf8(points.arena_bytes(first))
+            .ok()
+            .filter(|t| self.tenants.contains(*t))?;
+        // Most points share the first one's tenant string, span and all.
+        let same_tenant = |span| span == first || points.arena_bytes(span) == tenant.as_bytes();
+        let kept_in_order = points
+            .iter()
+            .zip(0..)
+            .all(|(p, i)| p.origin == i && same_tenant(p.tenant));
+        kept_in_order.then(|| tenant.to_owned())
     }
 
     /// The tenants' batches of a checked answer.
