@@ -213,9 +213,9 @@ fi
 # VictoriaMetrics counts each run's samples apart by a `test` label set to the
 # topic's name, which it adds itself to everything written through the run's
 # output URL (`?extra_label=`; VictoriaMetrics 1.79 ignores `bucket`). Until
-# session 9 the label was a tag in every point, ~35 bytes that made each line a
-# quarter longer than the shape the issue asks for, for decoding, the guests and
-# gzip alike. The label is `test` because the demo shows only series without one.
+# 2026-11-26 (06303b7) the label was a tag in every point, ~35 bytes that made each
+# line a quarter longer than the shape the issue asks for, for decoding, the guests
+# and gzip alike. The label is `test` because the demo shows only series without one.
 #
 # `boulder produce` awaits each message before sending the next, so librdkafka's
 # default linger.ms (5 ms) would cost 5 ms per message: 100 s for 2M points. A

@@ -608,7 +608,7 @@ fn kill_9_in_the_middle_of_a_stream_then_restart_loses_nothing() {
 /// the other, which delivers every point. (With SIGKILL instead of a stop, Tansu
 /// 0.6.0 keeps the dead member in the group: after its session times out the
 /// rebalance still assigns it partitions, so they are never consumed. Real Kafka
-/// removes it; see the project notes.)
+/// removes it.)
 #[test]
 fn two_processes_in_one_group_one_stopping_mid_stream_deliver_every_point() {
     require_services();
@@ -629,8 +629,8 @@ fn two_processes_in_one_group_one_stopping_mid_stream_deliver_every_point() {
     wait_writing(&a);
     // A clean stop, not a kill: when a member dies without leaving, Tansu 0.6.0
     // rebalances once its session expires but gives the dead member's partitions
-    // back to it, so they stall (2 of 4 runs with `a.kill()`; see the closing note
-    // of the delivery issue). kill_9_in_the_middle_of_a_stream_then_restart_loses_nothing
+    // back to it, so they stall (seen in 2 of 4 runs with `a.kill()`).
+    // kill_9_in_the_middle_of_a_stream_then_restart_loses_nothing
     // covers a killed process with one member.
     assert!(a.stop().success());
     // b takes over a's partitions when a leaves the group, and delivers the rest.
