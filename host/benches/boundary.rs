@@ -157,7 +157,7 @@ impl Instance {
             store,
             bindings,
             deadline_ticks: limits
-                .cpu_per_batch
+                .deadline_per_call
                 .as_nanos()
                 .div_ceil(EPOCH_TICK.as_nanos()) as u64
                 + 1,

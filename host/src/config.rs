@@ -98,7 +98,9 @@ pub struct RuntimeConfig {
     /// this per engine, so it applies to every tenant alike.
     #[serde(default = "default_max_wasm_stack")]
     pub max_wasm_stack: ByteSize,
-    /// Most guest instances alive at once, across all tenants. Default: 1000.
+    /// Most guest instances alive at once, idle ones included, across all
+    /// tenants. A stage short of a slot gives up other stages' idle instances, or
+    /// waits (up to 5 s) for a running call to give one back. Default: 1000.
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
     /// Run the built-in transforms (`validate`, `normalize`, `flip-single-fields`,
@@ -350,6 +352,13 @@ pub struct PipelineConfig {
     /// CPU (docs/PERFORMANCE.md).
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: ByteSize,
+    /// Points handed to one guest call, at most: a group holding more (a large
+    /// message, say) goes through the router and the chains in chunks of this
+    /// many, so that a guest's memory does not grow with the size of a message.
+    /// Default: 10000, a few MB of guest memory with points of typical size,
+    /// well inside the default 64 MiB limit.
+    #[serde(default = "default_max_points_per_call")]
+    pub max_points_per_call: usize,
     /// How long a batch waits for more messages. Default: 20ms.
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub linger: Duration,
@@ -365,6 +374,7 @@ impl Default for PipelineConfig {
             shutdown_timeout: default_shutdown_timeout(),
             batch_messages: default_batch_messages(),
             batch_bytes: default_batch_bytes(),
+            max_points_per_call: default_max_points_per_call(),
             linger: default_linger(),
             workers: None,
         }
@@ -378,16 +388,25 @@ pub struct Limits {
     /// Most linear memory one instance may have. Default: 64 MiB. At most 4 GiB.
     #[serde(default = "default_memory")]
     pub memory: ByteSize,
-    /// Wall-clock deadline for one batch through one stage, e.g. `"50ms"`.
-    /// Default: 1s. Measured with epoch ticks of 5 ms.
-    #[serde(default = "default_cpu_per_batch", with = "humantime_serde")]
-    pub cpu_per_batch: Duration,
+    /// Deadline for one call of a stage (one chunk of points through one
+    /// component), in wall-clock time, not CPU time: a guest is stopped once it
+    /// has run this long, whatever else the machine was doing. E.g. `"50ms"`.
+    /// Default: 1s. Measured with epoch ticks of 5 ms. `cpu_per_batch`, its
+    /// former name, is still read.
+    #[serde(
+        default = "default_deadline_per_call",
+        alias = "cpu_per_batch",
+        with = "humantime_serde"
+    )]
+    pub deadline_per_call: Duration,
     /// An output batch may be at most this many times the size of its input (plus
     /// 64 KiB), so a guest cannot flood what comes after it. Default: 8.
     #[serde(default = "default_max_output_ratio")]
     pub max_output_ratio: u32,
-    /// After this many batches in a row fail in a guest (trap, deadline,
-    /// out-of-memory, malformed output), the tenant is quarantined: its points go
+    /// After this many calls of the chain in a row fail in a guest (trap,
+    /// deadline, out-of-memory, malformed output), the tenant is quarantined (a
+    /// failed call narrowed down to some of its messages while the rest passed
+    /// does not count, nor does the host's own shortage): its points go
     /// straight to the dead-letter queue until a component file of its chain is
     /// replaced (see [`crate::reload`]) or Boulder restarts. 0 never quarantines.
     /// Default: 5.
@@ -399,7 +418,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             memory: default_memory(),
-            cpu_per_batch: default_cpu_per_batch(),
+            deadline_per_call: default_deadline_per_call(),
             max_output_ratio: default_max_output_ratio(),
             quarantine_after: default_quarantine_after(),
         }
@@ -442,6 +461,9 @@ fn default_batch_messages() -> usize {
 fn default_batch_bytes() -> ByteSize {
     ByteSize::kib(64)
 }
+fn default_max_points_per_call() -> usize {
+    10_000
+}
 fn default_linger() -> Duration {
     Duration::from_millis(20)
 }
@@ -457,7 +479,7 @@ fn default_max_instances() -> u32 {
 fn default_memory() -> ByteSize {
     ByteSize::mib(64)
 }
-fn default_cpu_per_batch() -> Duration {
+fn default_deadline_per_call() -> Duration {
     Duration::from_secs(1)
 }
 fn default_quarantine_after() -> u32 {
@@ -589,6 +611,9 @@ impl Config {
         if self.pipeline.batch_bytes.as_u64() == 0 {
             return Err(self.invalid("pipeline.batch_bytes", "must be at least 1 byte"));
         }
+        if self.pipeline.max_points_per_call == 0 {
+            return Err(self.invalid("pipeline.max_points_per_call", "must be at least 1"));
+        }
         if self.pipeline.max_in_flight_points == 0 {
             return Err(self.invalid("pipeline.max_in_flight_points", "must be at least 1"));
         }
@@ -693,8 +718,8 @@ impl Config {
                 format!("{} is outside 1 MiB..=4 GiB", limits.memory),
             ));
         }
-        if limits.cpu_per_batch < Duration::from_millis(1) {
-            return Err(self.invalid(format!("{key}.cpu_per_batch"), "must be at least 1ms"));
+        if limits.deadline_per_call < Duration::from_millis(1) {
+            return Err(self.invalid(format!("{key}.deadline_per_call"), "must be at least 1ms"));
         }
         if limits.max_output_ratio == 0 {
             return Err(self.invalid(format!("{key}.max_output_ratio"), "must be at least 1"));
@@ -742,14 +767,14 @@ mod tests {
             [[tenants]]
             name = "ops"
             chain = [{ component = "validate" }, { component = "guests/x.wasm", params = { env = "prod" } }]
-            limits = { memory = "32MiB", cpu_per_batch = "50ms" }
+            limits = { memory = "32MiB", deadline_per_call = "50ms" }
             "#,
         )
         .unwrap();
         assert_eq!(c.base_dir, Path::new("/etc/boulder"));
         let ops = c.tenant("ops").unwrap();
         assert_eq!(ops.limits.memory, ByteSize::mib(32));
-        assert_eq!(ops.limits.cpu_per_batch, Duration::from_millis(50));
+        assert_eq!(ops.limits.deadline_per_call, Duration::from_millis(50));
         assert_eq!(ops.limits.max_output_ratio, 8);
         assert_eq!(params_json(&ops.chain[1].params), r#"{"env":"prod"}"#);
         assert_eq!(
@@ -759,6 +784,16 @@ mod tests {
         assert_eq!(c.runtime.max_wasm_stack, ByteSize::kib(512));
         assert_eq!(c.pipeline.batch_bytes, ByteSize::kib(64));
         assert_eq!(c.pipeline.batch_messages, 1000);
+        assert_eq!(c.pipeline.max_points_per_call, 10_000);
+    }
+
+    #[test]
+    fn the_deadlines_former_name_is_still_read() {
+        let c = parse("[[tenants]]\nname = \"a\"\nlimits = { cpu_per_batch = \"70ms\" }").unwrap();
+        assert_eq!(
+            c.tenants[0].limits.deadline_per_call,
+            Duration::from_millis(70)
+        );
     }
 
     #[test]
@@ -787,8 +822,8 @@ mod tests {
                 "tenants[0].limits.memory: 8.0 GiB is outside",
             ),
             (
-                "[[tenants]]\nname = \"a\"\nlimits = { cpu_per_batch = \"0s\" }",
-                "tenants[0].limits.cpu_per_batch",
+                "[[tenants]]\nname = \"a\"\nlimits = { deadline_per_call = \"0s\" }",
+                "tenants[0].limits.deadline_per_call",
             ),
             ("[router]\ncomponent = \" \"", "router.component: is empty"),
             (

@@ -1,14 +1,15 @@
 //! The dead-letter queue: a Kafka topic that receives everything Boulder could not
 //! deliver, with the reason, so that nothing is ever dropped silently.
 //!
-//! A record's value is the original message bytes (decode failures) or the affected
-//! points as line protocol (later stages). Its headers follow Kafka Connect's
+//! A record's value is the original message bytes (decode failures, and messages
+//! whose processing panicked) or the affected points as line protocol (later
+//! stages). Its headers follow Kafka Connect's
 //! dead-letter convention, so existing tooling reads them, plus Boulder's own:
 //!
 //! | header | value |
 //! |---|---|
 //! | `__connect.errors.topic` / `.partition` / `.offset` | where the message came from |
-//! | `__connect.errors.stage` | `decode`, `route`, `transform` or `write` |
+//! | `__connect.errors.stage` | `decode`, `route`, `transform`, `write` or `internal` |
 //! | `__connect.errors.exception.class.name` | a short class, e.g. `boulder.decode` |
 //! | `__connect.errors.exception.message` | the reason |
 //! | `boulder.tenant` / `boulder.component` / `boulder.output` | when known |
@@ -24,8 +25,8 @@
 //! that fit, and what cannot be split (a message's original bytes, a single line)
 //! is cut short, with the original size in a header.
 
+use crate::ack::Ack;
 use crate::config::{DlqConfig, KafkaConfig};
-use crate::kafka::ack::Ack;
 use crate::kafka::producer::ReportingProducer;
 use crate::metrics::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
@@ -65,6 +66,9 @@ pub enum Stage {
     Transform,
     /// The sink refused the write, or retries ran out.
     Write,
+    /// Boulder itself failed (a panic while processing the message's group): the
+    /// record holds the message's original bytes.
+    Internal,
 }
 
 impl Stage {
@@ -75,6 +79,7 @@ impl Stage {
             Stage::Route => "route",
             Stage::Transform => "transform",
             Stage::Write => "write",
+            Stage::Internal => "internal",
         }
     }
 }
@@ -400,7 +405,7 @@ impl Dlq {
         'plan: loop {
             let parts = parts(
                 &letter.value,
-                letter.stage != Stage::Decode,
+                !matches!(letter.stage, Stage::Decode | Stage::Internal),
                 self.max_value(&letter, &headers),
             );
             let n = parts.len();

@@ -1,9 +1,10 @@
 //! What Boulder counts, in Prometheus' text format at `/metrics`.
 //!
-//! Names follow `boulder_<noun>_<unit>_total`; labels have bounded cardinality
-//! (tenants, outputs, stages, formats and guests' reasons come from the config and
-//! the components, never from point data). Counting happens per batch, not per
-//! point.
+//! Names follow `boulder_<noun>_<unit>_total`; labels have bounded cardinality:
+//! tenants, outputs, stages and formats come from the config, and guests' drop
+//! reasons are capped at [`MAX_REASONS`] distinct ones per tenant and component,
+//! the rest counted under [`OTHER_REASON`] (a guest could otherwise add series
+//! without end). Counting happens per batch, not per point.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +12,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+/// Distinct drop reasons counted under their own label, per tenant and component.
+pub const MAX_REASONS: usize = 100;
+/// The label under which drops with further reasons are counted.
+pub const OTHER_REASON: &str = "other";
 
 /// A tenant.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +112,14 @@ pub struct Metrics {
     pub points_in_flight: Gauge,
     /// Messages consumed and not yet written or dead-lettered.
     pub messages_in_flight: Gauge,
+    /// 1 while the assigned partitions are paused (every worker busy, or the
+    /// dead-letter queue blocked); the consumer polls on meanwhile.
+    pub consumer_paused: Gauge,
+    /// Groups of messages whose processing panicked (their messages were
+    /// dead-lettered with class `boulder.internal`).
+    pub worker_panics: Counter,
+    /// The drop reasons given a label of their own, per (tenant, component).
+    reasons: Mutex<HashMap<(String, String), HashSet<String>>>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -140,6 +156,9 @@ impl Metrics {
             quarantined: Family::default(),
             messages_in_flight: Gauge::default(),
             points_in_flight: Gauge::default(),
+            consumer_paused: Gauge::default(),
+            worker_panics: Counter::default(),
+            reasons: Mutex::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -229,6 +248,16 @@ impl Metrics {
             "Messages consumed and not yet finished",
             m.messages_in_flight.clone(),
         );
+        r.register(
+            "consumer_paused",
+            "1 while the assigned partitions are paused because Boulder must wait",
+            m.consumer_paused.clone(),
+        );
+        r.register(
+            "worker_panics",
+            "Groups of messages whose processing panicked; their messages were dead-lettered",
+            m.worker_panics.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -238,6 +267,31 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
+    }
+
+    /// Counts `points` dropped by a guest for `reason`: under the reason itself
+    /// while the tenant's component has given fewer than [`MAX_REASONS`]
+    /// distinct ones, else under [`OTHER_REASON`].
+    pub fn count_dropped(&self, tenant: &str, component: &str, reason: &str, points: u64) {
+        let reason = {
+            let mut reasons = self.reasons.lock().expect("poisoned");
+            let known = reasons
+                .entry((tenant.to_owned(), component.to_owned()))
+                .or_default();
+            if known.contains(reason)
+                || (known.len() < MAX_REASONS && known.insert(reason.to_owned()))
+            {
+                reason
+            } else {
+                OTHER_REASON
+            }
+        };
+        let labels = DropLabels {
+            tenant: tenant.to_owned(),
+            component: component.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.points_dropped.get_or_create(&labels).inc_by(points);
     }
 
     /// The labels of a tenant.
@@ -296,6 +350,40 @@ mod tests {
         assert!(
             text.contains("# TYPE boulder_batch_seconds histogram"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn drop_reasons_past_the_cap_are_counted_as_other_per_component() {
+        let m = Metrics::new();
+        for i in 0..MAX_REASONS + 50 {
+            m.count_dropped("t", "c", &format!("reason {i}"), 1);
+        }
+        m.count_dropped("t", "c", "reason 0", 1);
+        m.count_dropped("t", "other-component", "reason 999", 1);
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("boulder_points_dropped_total{"))
+            .count();
+        assert_eq!(series, MAX_REASONS + 2, "{text}");
+        let sample = |labels: &str| {
+            let prefix = format!("boulder_points_dropped_total{{{labels}}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            sample(r#"tenant="t",component="c",reason="reason 0""#).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            sample(r#"tenant="t",component="c",reason="other""#).as_deref(),
+            Some("50")
+        );
+        assert_eq!(
+            sample(r#"tenant="t",component="other-component",reason="reason 999""#).as_deref(),
+            Some("1")
         );
     }
 }

@@ -1,5 +1,6 @@
-//! The status endpoint: `/metrics` (Prometheus text), `/health` (liveness) and
-//! `/ready` (consuming, with every output and the dead-letter queue writable).
+//! The status endpoint: `/metrics` (Prometheus text), `/health` (liveness: 500
+//! once a worker has panicked, since only a restart clears what a bug left behind)
+//! and `/ready` (consuming, with every output and the dead-letter queue writable).
 
 use crate::dlq;
 use crate::metrics::Metrics;
@@ -12,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +26,36 @@ pub struct Status {
     pub consuming: AtomicBool,
     /// The dead-letter queue's state, once its producer exists.
     pub dead_letter_queue: OnceLock<Arc<dlq::Health>>,
+    /// The message of the last panic a worker caught, if any.
+    last_panic: Mutex<Option<String>>,
 }
 
 impl Status {
+    /// The status of a process that reports `metrics`, not consuming yet.
+    pub fn new(metrics: Arc<Metrics>) -> Status {
+        Status {
+            metrics,
+            ..Status::default()
+        }
+    }
+
+    /// A worker caught a panic while it processed a group of messages (and
+    /// dead-lettered them): `/health` reports it from now on.
+    pub fn worker_panicked(&self, message: String) {
+        *self.last_panic.lock().expect("poisoned") = Some(message);
+    }
+
+    /// Why the process should be restarted, if it should: a panic means a bug
+    /// left some state unknown, even though the process went on.
+    pub fn faults(&self) -> Option<String> {
+        let last = self.last_panic.lock().expect("poisoned").clone()?;
+        Some(format!(
+            "{} groups of messages panicked in a worker (the last: {last}); their messages \
+             were dead-lettered with class boulder.internal; restart the process",
+            self.metrics.worker_panics.get()
+        ))
+    }
+
     /// Why the process is not ready, if it is not.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -73,17 +101,25 @@ async fn respond(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             status.metrics.encode(),
         ),
-        "/health" => {
+        "/health" => match status.faults() {
+            // Alive, but a restart is what would mend it.
+            Some(fault) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                format!("unhealthy: {fault}\n"),
+            ),
             // Alive as long as it answers; problems are reported, not fatal: a
             // restart would not make a broken dead-letter queue writable.
-            let problems = status.problems();
-            let body = if problems.is_empty() {
-                "ok\n".to_owned()
-            } else {
-                format!("ok, but: {}\n", problems.join("; "))
-            };
-            (StatusCode::OK, "text/plain; charset=utf-8", body)
-        }
+            None => {
+                let problems = status.problems();
+                let body = if problems.is_empty() {
+                    "ok\n".to_owned()
+                } else {
+                    format!("ok, but: {}\n", problems.join("; "))
+                };
+                (StatusCode::OK, "text/plain; charset=utf-8", body)
+            }
+        },
         "/ready" => {
             let problems = status.problems();
             if problems.is_empty() {

@@ -5,8 +5,8 @@
 
 use boulder_tests::services::{
     base_config_with_dlq, by_source, committed_offset, consume_all, create_topic, distinct_samples,
-    export, headers, metric, now_ms, produce, require_services, unique, vm_a, wait_for_distinct,
-    wait_for_samples, Boulder,
+    export, headers, metric, now_ms, produce, produce_each, require_services, unique, vm_a,
+    wait_for_distinct, wait_for_samples, Boulder,
 };
 use boulder_tests::stub_sink::StubSink;
 use boulder_tests::{poll, root, wait_until};
@@ -552,12 +552,15 @@ fn wait_writing(boulder: &Boulder) -> f64 {
     })
 }
 
+/// Produces a record batch per message: these tests' consumers pause, resume,
+/// restart and hand over partitions mid-stream (see `produce_each` for Tansu's
+/// way with a fetch from inside a batch).
 fn produce_owned(topic: &str, messages: &[(String, Vec<u8>)]) {
     let borrowed: Vec<(&str, Vec<u8>)> = messages
         .iter()
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
-    produce(topic, &borrowed);
+    produce_each(topic, &borrowed);
 }
 
 fn crash_config(name: &str) -> String {

@@ -65,13 +65,14 @@ fn contain(hostile: &str, limits: &str) -> Vec<StageError> {
 }
 
 #[test]
-fn an_infinite_loop_hits_the_cpu_deadline() {
+fn an_infinite_loop_hits_its_deadline() {
     // Long enough that the stage before the loop never hits it on a busy machine.
-    let errors = contain("loop-forever", r#"{ cpu_per_batch = "1s" }"#);
+    let errors = contain("loop-forever", r#"{ deadline_per_call = "1s" }"#);
     assert_eq!(errors[0].failure, Failure::Deadline(Duration::from_secs(1)));
     assert_eq!(
         errors[0].to_string(),
-        "tenant 'evil' stage 2 (loop-forever): guest exceeded its CPU deadline of 1s per batch"
+        "tenant 'evil' stage 2 (loop-forever): guest ran past its deadline of 1s per call \
+         (limits.deadline_per_call, wall-clock time)"
     );
 }
 

@@ -3,8 +3,11 @@
 
 mod builtins;
 mod cli;
+mod containment;
 mod delivery;
 mod guest_builds;
 mod hostile;
+mod isolation;
 mod kafka_e2e;
+mod layout;
 mod sink_failures;

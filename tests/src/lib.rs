@@ -1,6 +1,7 @@
 //! Support for Boulder's integration tests: building the guests once, making
 //! runtimes and batches, and finding the `boulder` binary.
 
+pub mod outage;
 pub mod services;
 pub mod stub_sink;
 
@@ -94,8 +95,12 @@ pub fn runtime(config: &Config) -> Runtime {
     Runtime::new(RuntimeSettings::from_config(config)).expect("runtime")
 }
 
-/// The `boulder` binary of this build.
+/// The `boulder` binary of this build, or `$BOULDER_TEST_BIN` (to run the tests
+/// against another build, such as the one before a change).
 pub fn boulder_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BOULDER_TEST_BIN") {
+        return PathBuf::from(bin);
+    }
     // Test executables live in target/<profile>/deps; the binary one folder up.
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe

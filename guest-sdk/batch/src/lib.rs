@@ -501,6 +501,17 @@ impl Batch {
         out
     }
 
+    /// The points at `indices`, in that order, in a batch of their own that holds
+    /// only their strings (unlike [`Batch::select`], which keeps the whole
+    /// arena): a part of a large batch that costs memory in proportion to itself.
+    pub fn extract(&self, indices: impl IntoIterator<Item = usize>) -> Batch {
+        let mut out = Batch::new();
+        for i in indices {
+            out.copy_point_from(self, i);
+        }
+        out
+    }
+
     /// Copies point `index` of `from` (with its tags, fields and source) to the end
     /// of this batch, and returns the new point's index.
     pub fn copy_point_from(&mut self, from: &Batch, index: usize) -> usize {
@@ -578,6 +589,35 @@ mod tests {
         let c = batch.source("t", Format::OpentsdbJson);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn extract_keeps_the_chosen_points_and_only_their_strings() {
+        let mut a = Batch::new();
+        let source = a.source("x", Format::InfluxLine);
+        for (m, tag) in [("a", "1"), ("bbbbbbbbbbbbbbbb", "2"), ("c", "3")] {
+            let m = a.push_str(m);
+            let p = a.begin_point(m, 7, source);
+            let (k, v) = (a.push_str("t"), a.push_str(tag));
+            a.push_tag(k, v);
+            a.push_field_value("f", FieldValue::Int(p as i64));
+            a.points[p].origin = 10 + p as u32;
+        }
+        let b = a.extract([2, 0]);
+        b.validate().unwrap();
+        let points: Vec<_> = b
+            .iter()
+            .map(|p| (p.measurement(), p.tag("t"), p.origin(), p.source_topic()))
+            .collect();
+        assert_eq!(
+            points,
+            vec![("c", Some("3"), 12, "x"), ("a", Some("1"), 10, "x")]
+        );
+        assert_eq!(
+            b.point(0).fields().collect::<Vec<_>>(),
+            [("f", FieldValue::Int(2))]
+        );
+        assert!(!b.arena.contains("bbbb"), "{:?}", b.arena);
     }
 
     #[test]

@@ -1,23 +1,24 @@
 //! `boulder replay`: sends dead letters back through today's pipeline, once the
 //! fault that put them there is fixed.
 //!
-//! Where a record re-enters depends on where it failed: `decode` and `route`
-//! records start from the top (decoded with their source topic's input, or as line
+//! Where a record re-enters depends on where it failed: `decode`, `internal` and
+//! `route` records start from the top (decoded with their source topic's input, or as line
 //! protocol), `transform` records go through their tenant's chain again, `write`
 //! records (already transformed) straight to their tenant's outputs. What fails
 //! again is dead-lettered again. The replay group's offsets remember what was
 //! replayed; it stops once it has read what the topic held when it started.
 
-use super::run::Running;
 use super::ConfigArg;
 use anyhow::{bail, Context, Result};
+use boulder::ack::Tracker;
 use boulder::batch::Format;
 use boulder::config::Config;
 use boulder::decode::Precision;
-use boulder::kafka::{self, ack::Tracker, Inputs};
+use boulder::kafka::{self, Inputs};
 use boulder::metrics::Metrics;
 use boulder::pipeline::{Consumed, Entry, Pipeline};
 use boulder::runtime::{Chain, Router, Runtime, RuntimeSettings};
+use boulder::service::Service;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -28,7 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct ReplayArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Only records of this stage: decode, route, transform or write (repeatable).
+    /// Only records of this stage: decode, route, transform, write or internal
+    /// (repeatable).
     #[arg(long)]
     stage: Vec<String>,
     /// Only records of this tenant (repeatable).
@@ -45,7 +47,7 @@ pub struct ReplayArgs {
     group: Option<String>,
 }
 
-const STAGES: [&str; 4] = ["decode", "route", "transform", "write"];
+const STAGES: [&str; 5] = ["decode", "route", "transform", "write", "internal"];
 /// Replay ends after this long without a record, even short of the end.
 const IDLE: Duration = Duration::from_secs(5);
 /// ...and this long without a record once past the end. Neither clock runs until
@@ -124,7 +126,7 @@ async fn replay(
     let topic = config.dlq.as_ref().expect("checked").topic.clone();
     let group = group.unwrap_or_else(|| format!("{}-replay", kafka_config.group_id));
     let metrics = Arc::new(Metrics::new());
-    let running = Running::start(&config, router, chains, metrics.clone()).await?;
+    let service = Service::start(&config, router, chains, metrics.clone()).await?;
     let inputs = Inputs::new(&config.inputs).map_err(anyhow::Error::msg)?;
 
     let consumer: Arc<BaseConsumer> = Arc::new(
@@ -136,13 +138,13 @@ async fn replay(
             .create()
             .context("creating the replay consumer")?,
     );
-    let pipeline = running.pipeline.clone();
+    let pipeline = service.pipeline.clone();
     let (reading, reading_topic) = (consumer.clone(), topic.clone());
     let (replayed, skipped, tracker) = tokio::task::spawn_blocking(move || {
         read_and_replay(&reading, &reading_topic, &inputs, &filter, &pipeline)
     })
     .await??;
-    running.finish().await;
+    service.finish().await;
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit");
     }
@@ -252,10 +254,12 @@ fn read_and_replay(
             .cloned()
             .unwrap_or_default();
         let (source_topic, input) = inputs.find(&source_topic);
-        let (format, precision) = match (stage.as_str(), input) {
-            ("decode", Some(input)) => (input.format.into(), input.precision()),
-            ("decode", None) => {
-                tracing::warn!(partition, offset, topic = %source_topic, "a decode dead letter from a topic no input reads; skipped");
+        // `decode` and `internal` records hold a message's original bytes.
+        let original = matches!(stage.as_str(), "decode" | "internal");
+        let (format, precision) = match (original, input) {
+            (true, Some(input)) => (input.format.into(), input.precision()),
+            (true, None) => {
+                tracing::warn!(partition, offset, topic = %source_topic, stage, "a dead letter of original bytes from a topic no input reads; skipped");
                 skipped += 1;
                 ack.done();
                 continue;
@@ -282,7 +286,8 @@ fn read_and_replay(
         let now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
-        pipeline.process_from(vec![consumed], now_ns, entry);
+        // A panic is dead-lettered again by the pipeline, and said in its log.
+        let _ = pipeline.process_from(vec![consumed], now_ns, entry);
         *replayed.entry(stage).or_default() += 1;
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();

@@ -1,31 +1,29 @@
-//! Consuming from Kafka: the consumer group, which input a topic belongs to, and
-//! the loop that groups messages and hands them to the pipeline's workers.
+//! Kafka as transport: the consumer group and its callbacks, which input a topic
+//! belongs to, topics that must exist, and the settings shared by every client.
+//! What is done with the messages is the service's ([`crate::service`]).
 //!
 //! Offsets are stored manually (`enable.auto.offset.store = false`) by the
-//! [`ack::Tracker`], only once every point of a message and of every earlier
-//! message of its partition is written or dead-lettered; librdkafka commits what is
-//! stored every `auto.commit.interval.ms` and on close.
+//! [`crate::ack::Tracker`], only once every point of a message and of every
+//! earlier message of its partition is written or dead-lettered; librdkafka commits
+//! what is stored every `auto.commit.interval.ms`, before partitions are revoked,
+//! and on close.
 
-pub mod ack;
 pub mod producer;
 
-use crate::config::{InputConfig, KafkaConfig, PipelineConfig};
-use crate::dlq::Health;
+use crate::ack::Tracker;
+use crate::config::{InputConfig, KafkaConfig};
 use crate::metrics::{Metrics, PartitionLabels};
-use crate::pipeline::{Consumed, Pipeline};
-use ack::Tracker;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
 use regex::Regex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Which input a topic belongs to: exact names first, then regexes in order.
 pub struct Inputs {
@@ -139,11 +137,14 @@ pub async fn ensure_topic(
     Ok(())
 }
 
-/// The consumer's callbacks: librdkafka's statistics become the lag metric, and a
-/// rebalance commits what is stored before partitions leave.
+/// The consumer's callbacks: librdkafka's statistics become the lag metric; a
+/// rebalance commits what is stored before partitions leave, and tells whoever
+/// consumes that partitions left and that the assignment changed.
 pub struct BoulderContext {
     metrics: Arc<Metrics>,
     tracker: OnceLock<Arc<Tracker>>,
+    revocations: AtomicU64,
+    assigned: Notify,
 }
 
 impl BoulderContext {
@@ -152,12 +153,28 @@ impl BoulderContext {
         BoulderContext {
             metrics,
             tracker: OnceLock::new(),
+            revocations: AtomicU64::new(0),
+            assigned: Notify::new(),
         }
     }
 
     /// Connects the tracker (created after the consumer, since it stores offsets in it).
     pub fn set_tracker(&self, tracker: Arc<Tracker>) {
         let _ = self.tracker.set(tracker);
+    }
+
+    /// How many times partitions have been revoked so far. Rebalances are
+    /// handled inside the consumer's poll, so the poller learns of them here; the
+    /// messages it holds of a revoked partition are no longer
+    /// [`crate::ack::Ack::is_current`].
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Relaxed)
+    }
+
+    /// Returns once partitions have been assigned since the last time it returned
+    /// (a paused consumer must pause the new ones too).
+    pub async fn assigned(&self) {
+        self.assigned.notified().await
     }
 }
 
@@ -202,6 +219,7 @@ impl ConsumerContext for BoulderContext {
                 };
                 self.metrics.consumer_lag.remove(&labels);
             }
+            self.revocations.fetch_add(1, Ordering::Relaxed);
             tracing::info!(partitions = partitions.count(), "partitions revoked");
         }
     }
@@ -214,6 +232,7 @@ impl ConsumerContext for BoulderContext {
                 .map(|p| format!("{}/{}", p.topic(), p.partition()))
                 .collect();
             tracing::info!(partitions = ?assigned, "partitions assigned");
+            self.assigned.notify_one();
         }
     }
 }
@@ -242,12 +261,11 @@ pub fn consumer(
         // is most of Boulder's memory while an output is down; 16 MiB still keeps
         // four partitions of ~150 B points fed at several hundred thousand
         // points per second (scripts/bench.sh).
-        .set("queued.max.messages.kbytes", "16384")
-        // Consumption waits while outputs retry (up to max_retry_time, 1 h by
-        // default) or the dead-letter queue is blocked; librdkafka's 5 minutes
-        // would make it leave the group then, and rejoin to read again what is in
-        // flight.
-        .set("max.poll.interval.ms", "7200000");
+        .set("queued.max.messages.kbytes", "16384");
+    // `max.poll.interval.ms` keeps librdkafka's default (5 minutes): Boulder polls
+    // while it waits for outputs or the dead-letter queue (its partitions paused),
+    // so the interval bounds only a wedged process, which should lose its
+    // partitions.
     for (k, v) in &kafka.options {
         config.set(k, v);
     }
@@ -259,153 +277,11 @@ pub fn consumer(
     Ok(consumer)
 }
 
-/// Consumes until `shutdown`, grouping messages by `pipeline.batch_messages`,
-/// `pipeline.batch_bytes` and `pipeline.linger`, running up to `workers` groups at
-/// once, and pausing while the dead-letter queue cannot be written; waits for the
-/// groups in flight, then commits what is stored.
-#[allow(clippy::too_many_arguments)]
-pub async fn consume(
-    consumer: Arc<BoulderConsumer>,
-    inputs: Arc<Inputs>,
-    tracker: Arc<Tracker>,
-    pipeline: Arc<Pipeline>,
-    metrics: Arc<Metrics>,
-    config: &PipelineConfig,
-    workers: usize,
-    dead_letter_queue: Arc<Health>,
-    shutdown: CancellationToken,
-) {
-    let permits = Arc::new(Semaphore::new(workers));
-    let mut group = Group::default();
-    loop {
-        if !dead_letter_queue.is_writable() {
-            // Every later message could need the queue too, and none of them
-            // can be committed past the waiting dead letter anyway: taking more
-            // would only pile them up in memory.
-            dispatch(&mut group, &pipeline, &permits).await;
-            tracing::warn!("consumption paused until the dead-letter queue can be written");
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = dead_letter_queue.writable() => {}
-            }
-            tracing::info!("consumption resumed: the dead-letter queue is writable");
-            continue;
-        }
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = dead_letter_queue.blocked() => continue,
-            _ = sleep_until(group.deadline), if group.deadline.is_some() => {
-                dispatch(&mut group, &pipeline, &permits).await;
-                continue;
-            }
-            m = consumer.recv() => m,
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "kafka consumer error");
-                continue;
-            }
-        };
-        let (topic, input) = inputs.find(message.topic());
-        let ack = tracker.register(topic.clone(), message.partition(), message.offset());
-        let Some(input) = input else {
-            // The broker's regex matched a topic that Rust's does not; keep going.
-            tracing::error!(%topic, "a subscribed topic matches no input; skipping its message");
-            ack.done();
-            continue;
-        };
-        metrics
-            .messages_consumed
-            .get_or_create(&Metrics::format(input.format.name()))
-            .inc();
-        group.push(
-            config,
-            Consumed {
-                topic,
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().unwrap_or_default().to_vec(),
-                timestamp_ns: message
-                    .timestamp()
-                    .to_millis()
-                    .filter(|&ms| ms > 0)
-                    .and_then(|ms| ms.checked_mul(1_000_000)),
-                format: input.format.into(),
-                precision: input.precision(),
-                ack,
-            },
-        );
-        if group.is_full(config) {
-            dispatch(&mut group, &pipeline, &permits).await;
-        }
-    }
-    dispatch(&mut group, &pipeline, &permits).await;
-    // Every permit back means every group in flight has been handed off.
-    let _all = permits.acquire_many(workers as u32).await;
-}
-
 /// Commits what has been stored, synchronously (on shutdown).
 pub fn commit(consumer: &BoulderConsumer) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::info!("offsets committed"),
         // Nothing stored since the last commit is not an error worth alarming about.
         Err(e) => tracing::info!(error = %e, "final commit"),
-    }
-}
-
-/// The messages that will be processed together.
-#[derive(Default)]
-struct Group {
-    messages: Vec<Consumed>,
-    // Their payload bytes.
-    bytes: u64,
-    // When the group goes out even if not full: `linger` after its first message.
-    deadline: Option<tokio::time::Instant>,
-}
-
-impl Group {
-    fn push(&mut self, config: &PipelineConfig, message: Consumed) {
-        self.bytes += message.payload.len() as u64;
-        self.messages.push(message);
-        self.deadline
-            .get_or_insert_with(|| tokio::time::Instant::now() + config.linger);
-    }
-
-    fn is_full(&self, config: &PipelineConfig) -> bool {
-        self.messages.len() >= config.batch_messages || self.bytes >= config.batch_bytes.as_u64()
-    }
-
-    /// The messages, leaving the group empty.
-    fn take(&mut self) -> Vec<Consumed> {
-        (self.bytes, self.deadline) = (0, None);
-        std::mem::take(&mut self.messages)
-    }
-}
-
-async fn dispatch(group: &mut Group, pipeline: &Arc<Pipeline>, permits: &Arc<Semaphore>) {
-    let messages = group.take();
-    if messages.is_empty() {
-        return;
-    }
-    // Waiting for a permit is the backpressure: no more than `workers` groups in
-    // flight, and consumption pauses while they are.
-    let permit = permits.clone().acquire_owned().await.expect("never closed");
-    let pipeline = pipeline.clone();
-    tokio::task::spawn_blocking(move || {
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_nanos() as i64;
-        pipeline.process(messages, now_ns);
-        drop(permit);
-    });
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

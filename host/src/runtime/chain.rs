@@ -5,10 +5,9 @@
 //! origins back at the end: the caller uses them to find the Kafka message a point
 //! came from.
 
+use super::answer::{check_answer, check_answer_to, rejection_out_of_range};
 use super::native::NativeStage;
-use super::stage::{
-    check_answer, check_answer_to, rejection_out_of_range, RawOutput, Rejection, Stage, StageOutput,
-};
+use super::stage::{RawOutput, Rejection, Stage, StageOutput};
 use super::{Failure, LoadError, Runtime, StageError, StageId};
 use crate::config::{params_json, Config, Limits, StageConfig, TenantConfig};
 use crate::encode::line_protocol;

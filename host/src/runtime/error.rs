@@ -143,7 +143,7 @@ pub enum LoadError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Failure {
-    /// The batch ran past `limits.cpu_per_batch`.
+    /// The call ran past `limits.deadline_per_call` (wall-clock time).
     Deadline(Duration),
     /// The guest needed more than `limits.memory`.
     OutOfMemory(ByteSize),
@@ -157,6 +157,15 @@ pub enum Failure {
     Guest(String),
     /// The guest's answer is not a valid output for its input.
     MalformedOutput(String),
+    /// The host had no instance slot free for the call (every one of
+    /// `runtime.max_instances` in use for as long as it waited): the host's
+    /// shortage, never the tenant's fault.
+    NoInstance {
+        /// `runtime.max_instances`.
+        max_instances: u32,
+        /// How long it waited for a slot.
+        waited: Duration,
+    },
     /// The guest's output batch is too large for its input.
     OutputTooLarge {
         /// Output bytes.
@@ -180,7 +189,21 @@ impl Failure {
             Failure::Guest(_) => "guest_error",
             Failure::MalformedOutput(_) => "malformed_output",
             Failure::OutputTooLarge { .. } => "output_too_large",
+            Failure::NoInstance { .. } => "instances",
         }
+    }
+
+    /// Whether the host, not the guest, failed the call: such a failure says
+    /// nothing about the tenant's component (no quarantine, no narrowing down).
+    pub fn is_host(&self) -> bool {
+        matches!(self, Failure::NoInstance { .. })
+    }
+
+    /// The dead-letter class: `boulder.host.<code>` for the host's own failures,
+    /// `boulder.guest.<code>` for the guest's.
+    pub fn class(&self) -> String {
+        let who = if self.is_host() { "host" } else { "guest" };
+        format!("boulder.{who}.{}", self.code())
     }
 }
 
@@ -189,7 +212,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Deadline(d) => write!(
                 f,
-                "exceeded its CPU deadline of {} per batch",
+                "ran past its deadline of {} per call (limits.deadline_per_call, wall-clock time)",
                 humantime::format_duration(*d)
             ),
             Failure::OutOfMemory(m) => write!(f, "ran out of memory (limit {m})"),
@@ -198,6 +221,15 @@ impl fmt::Display for Failure {
             Failure::Trap(t) => write!(f, "trapped: {t}"),
             Failure::Guest(e) => write!(f, "returned an error: {e}"),
             Failure::MalformedOutput(e) => write!(f, "returned a malformed output: {e}"),
+            Failure::NoInstance {
+                max_instances,
+                waited,
+            } => write!(
+                f,
+                "could not run: all {max_instances} instance slots (runtime.max_instances) \
+                 were in use for {}; the host's shortage, not the guest's fault",
+                humantime::format_duration(*waited)
+            ),
             Failure::OutputTooLarge {
                 output,
                 input,
@@ -213,7 +245,7 @@ impl fmt::Display for Failure {
 
 /// A batch failed in a stage.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("{stage}: guest {failure}")]
+#[error("{stage}: {}{failure}", if failure.is_host() { "" } else { "guest " })]
 pub struct StageError {
     /// Which stage.
     pub stage: StageId,

@@ -11,13 +11,17 @@
 //! Guests get no WASI and no ambient authority: the linker holds only the
 //! contract's `log` import, and a component that imports anything else is refused
 //! at load. A trap, deadline, out-of-memory, panic or malformed answer fails the
-//! batch with an error naming the stage, and discards that instance only.
+//! batch with an error naming the stage, and discards that instance only. The
+//! host's own shortage (no instance slot free, [`Failure::NoInstance`]) is told
+//! apart from the guest's failures.
 
+mod answer;
 mod bindings;
 pub mod chain;
 pub mod component;
 mod error;
 pub mod native;
+mod slots;
 pub mod stage;
 
 pub use chain::{AnyStage, Chain, ChainOutput, Rejected, RouteOutput, Routed, Router};
@@ -38,8 +42,11 @@ use wasmtime::{
     Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
-/// How often the epoch advances: the resolution of `limits.cpu_per_batch`.
+/// How often the epoch advances: the resolution of `limits.deadline_per_call`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Core instances, and tables, the pool has room for per component instance.
+const CORE_PER_COMPONENT: u32 = 4;
 
 /// Engine-wide settings, derived from the config.
 #[derive(Clone, Debug)]
@@ -111,6 +118,7 @@ pub struct Runtime {
     linker: Linker<StoreState>,
     settings: RuntimeSettings,
     loaded: component::Loaded,
+    slots: Arc<slots::Slots>,
     ticker: Option<EpochTicker>,
 }
 
@@ -119,9 +127,14 @@ impl Runtime {
     pub fn new(settings: RuntimeSettings) -> Result<Runtime, LoadError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(settings.max_instances)
-            .total_core_instances(settings.max_instances.saturating_mul(2))
+            // A component built with wit-component runs as three core instances
+            // (its module, an import shim and the shim's fixups) with a table in
+            // two of them; one more of each is room for an adapter. With fewer,
+            // `max_instances` components never fit at once (nor one alone in a
+            // pool of 1).
+            .total_core_instances(settings.max_instances.saturating_mul(CORE_PER_COMPONENT))
+            .total_tables(settings.max_instances.saturating_mul(CORE_PER_COMPONENT))
             .total_memories(settings.max_instances)
-            .total_tables(settings.max_instances)
             .max_memory_size(settings.max_memory.as_u64() as usize);
         let mut config = EngineConfig::new();
         config
@@ -145,6 +158,7 @@ impl Runtime {
             linker,
             settings,
             loaded: component::Loaded::default(),
+            slots: Arc::default(),
             ticker: Some(ticker),
         })
     }

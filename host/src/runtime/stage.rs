@@ -4,26 +4,28 @@
 //! instantiated component, `init`ed with the stage's params. Instances are reused
 //! across batches; one that traps or answers too much is dropped, and the next batch
 //! gets a fresh one, so a guest that corrupted its own state cannot carry it over.
+//! Instance slots are the engine's, shared by every stage ([`super::slots`]);
+//! answers are checked, and guests' text cut, by [`super::answer`].
 
+use super::answer::{check_rejections, output_limit};
+pub use super::answer::{cut, RawOutput, Rejection, StageOutput, MAX_GUEST_TEXT};
 use super::bindings::boulder::transform::log;
 use super::bindings::exports::boulder::transform::stage::{self as wit, Verdict};
 use super::bindings::Transform;
 use super::component::LoadedComponent;
+use super::slots::{self, Idle, Slots};
 use super::{Failure, LoadError, Runtime, StageError, StageId, EPOCH_TICK};
 use crate::config::Limits;
-use boulder_batch::{codec, Batch};
+use boulder_batch::codec;
 use std::sync::{Arc, Mutex};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use std::time::Instant;
+use wasmtime::{PoolConcurrencyLimitError, ResourceLimiter, Store, Trap};
 
 /// The prefix of the log line with which the guest SDK reports a panic before the
 /// guest aborts (see `guest-sdk/src/log.rs`).
 const PANIC_PREFIX: &str = "panic: ";
 /// Log lines a guest may write per batch; the rest are counted, then reported in one line.
 const LOG_LINES_PER_BATCH: u32 = 10;
-/// Longest guest log line kept, in bytes.
-const LOG_LINE_MAX: usize = 1024;
-/// How much an output may exceed `ratio x input` regardless of the ratio.
-const OUTPUT_SLACK_BYTES: usize = 64 * 1024;
 /// Idle instances kept per stage (about the number of threads that run batches).
 const MAX_IDLE: usize = 8;
 
@@ -81,7 +83,7 @@ impl ResourceLimiter for StoreState {
 impl log::Host for StoreState {
     fn log(&mut self, level: log::Level, mut message: String) {
         if let Some(panic) = message.strip_prefix(PANIC_PREFIX) {
-            self.panic = Some(truncate(panic, LOG_LINE_MAX).to_owned());
+            self.panic = Some(cut(panic.to_owned()));
             return;
         }
         if self.log_lines_left == 0 {
@@ -89,7 +91,7 @@ impl log::Host for StoreState {
             return;
         }
         self.log_lines_left -= 1;
-        message.truncate(truncate(&message, LOG_LINE_MAX).len());
+        message = cut(message);
         let stage = &*self.stage;
         match level {
             log::Level::Trace => tracing::trace!(target: "boulder::guest", %stage, "{message}"),
@@ -101,47 +103,41 @@ impl log::Host for StoreState {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
+/// An instantiated component in its store. Dropping it frees its slot.
 struct Instance {
     store: Store<StoreState>,
     guest: Transform,
+    // After `store` (fields drop in order): says the slot is free once the
+    // store is gone.
+    _slot: FreedOnDrop,
 }
 
-/// An input point the stage did not keep.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejection {
-    /// Index in the stage's input batch.
-    pub point: usize,
-    /// True for dead-letter, false for drop.
-    pub dead_letter: bool,
-    /// The guest's reason.
-    pub reason: String,
+struct FreedOnDrop(Arc<Slots>);
+
+impl Drop for FreedOnDrop {
+    fn drop(&mut self) {
+        self.0.released();
+    }
 }
 
-/// A guest's answer before the host has looked inside: the kept points still
-/// encoded (only their size is checked), and the rejections as the guest gave them.
-#[derive(Debug)]
-pub struct RawOutput {
-    /// The kept points, encoded by the guest.
-    pub bytes: Vec<u8>,
-    /// The input points it did not keep.
-    pub rejections: Vec<Rejection>,
+/// A stage's idle instances.
+#[derive(Default)]
+struct IdleInstances(Mutex<Vec<Instance>>);
+
+impl Idle for IdleInstances {
+    fn give_up_one(&self) -> bool {
+        // Dropped outside the lock: dropping a store takes a while.
+        let given_up = self.0.lock().expect("poisoned").pop();
+        given_up.is_some()
+    }
 }
 
-/// What a stage made of a batch, checked against its input.
-#[derive(Debug)]
-pub struct StageOutput {
-    /// The kept points, validated.
-    pub batch: Batch,
-    /// The input points it did not keep.
-    pub rejections: Vec<Rejection>,
+/// Why no instance could be had.
+enum NoInstance {
+    /// Every slot is taken (the pool's concurrency limit).
+    SlotsFull,
+    /// Instantiating or `init` failed.
+    Failed(LoadError),
 }
 
 /// A component with its params and limits, and its idle instances.
@@ -151,7 +147,9 @@ pub struct Stage {
     engine: wasmtime::Engine,
     params: String,
     limits: Limits,
-    idle: Mutex<Vec<Instance>>,
+    idle: Arc<IdleInstances>,
+    slots: Arc<Slots>,
+    max_instances: u32,
 }
 
 impl Stage {
@@ -170,10 +168,23 @@ impl Stage {
             engine: runtime.engine().clone(),
             params,
             limits,
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::default(),
+            slots: runtime.slots.clone(),
+            max_instances: runtime.settings().max_instances,
         };
-        let first = stage.instantiate()?;
-        stage.idle.lock().expect("poisoned").push(first);
+        let idle: Arc<dyn Idle> = stage.idle.clone();
+        runtime.slots.register(Arc::downgrade(&idle));
+        let first = match stage.instance_in_a_slot() {
+            Ok(first) => first,
+            Err(NoInstance::Failed(e)) => return Err(e),
+            Err(NoInstance::SlotsFull) => {
+                return Err(LoadError::Instantiate {
+                    stage: (*stage.id).clone(),
+                    reason: stage.no_instance(),
+                })
+            }
+        };
+        stage.checkin(first);
         Ok(stage)
     }
 
@@ -190,13 +201,13 @@ impl Stage {
     fn deadline_ticks(&self) -> u64 {
         // +1: the tick in progress when the deadline is set may be nearly over.
         self.limits
-            .cpu_per_batch
+            .deadline_per_call
             .as_nanos()
             .div_ceil(EPOCH_TICK.as_nanos()) as u64
             + 1
     }
 
-    fn instantiate(&self) -> Result<Instance, LoadError> {
+    fn instantiate(&self) -> Result<Instance, NoInstance> {
         let state = StoreState {
             stage: self.id.clone(),
             memory_limit: self.limits.memory.as_u64() as usize,
@@ -209,36 +220,84 @@ impl Stage {
         store.limiter(|state| state);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
-        let failed = |e: wasmtime::Error, store: &Store<StoreState>| LoadError::Instantiate {
-            stage: (*self.id).clone(),
-            reason: classify(&e, store.data(), &self.limits),
+        let failed = |e: wasmtime::Error, store: &Store<StoreState>| {
+            NoInstance::Failed(LoadError::Instantiate {
+                stage: (*self.id).clone(),
+                reason: classify(&e, store.data(), &self.limits),
+            })
         };
         let guest = match self.component.pre.instantiate(&mut store) {
             Ok(guest) => guest,
+            Err(e) if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+                return Err(NoInstance::SlotsFull)
+            }
             Err(e) => return Err(failed(e, &store)),
         };
         match guest
             .boulder_transform_stage()
             .call_init(&mut store, &self.params)
         {
-            Ok(Ok(())) => Ok(Instance { store, guest }),
-            Ok(Err(message)) => Err(LoadError::Params {
-                stage: (*self.id).clone(),
-                message,
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                guest,
+                _slot: FreedOnDrop(self.slots.clone()),
             }),
+            Ok(Err(message)) => Err(NoInstance::Failed(LoadError::Params {
+                stage: (*self.id).clone(),
+                message: cut(message),
+            })),
             Err(e) => Err(failed(e, &store)),
         }
     }
 
-    fn checkout(&self) -> Result<Instance, StageError> {
-        if let Some(instance) = self.idle.lock().expect("poisoned").pop() {
+    /// An idle instance of this stage, or a new one in a slot found by giving up
+    /// other stages' idle instances or by waiting (up to [`slots::WAIT`]) for a
+    /// running call to give its instance back.
+    fn instance_in_a_slot(&self) -> Result<Instance, NoInstance> {
+        if let Some(instance) = self.idle.0.lock().expect("poisoned").pop() {
             return Ok(instance);
         }
-        self.instantiate().map_err(|e| StageError {
+        match self.instantiate() {
+            Err(NoInstance::SlotsFull) => {}
+            done => return done,
+        }
+        let looking = self.slots.looking();
+        let deadline = Instant::now() + slots::WAIT;
+        loop {
+            let generation = self.slots.generation();
+            if let Some(instance) = self.idle.0.lock().expect("poisoned").pop() {
+                return Ok(instance);
+            }
+            match self.instantiate() {
+                Err(NoInstance::SlotsFull) => {}
+                done => return done,
+            }
+            if self.slots.give_up_idle() {
+                continue;
+            }
+            if !self.slots.wait(&looking, generation, deadline) {
+                return Err(NoInstance::SlotsFull);
+            }
+        }
+    }
+
+    fn no_instance(&self) -> Failure {
+        Failure::NoInstance {
+            max_instances: self.max_instances,
+            waited: slots::WAIT,
+        }
+    }
+
+    fn checkout(&self) -> Result<Instance, StageError> {
+        self.instance_in_a_slot().map_err(|e| StageError {
             stage: (*self.id).clone(),
             failure: match e {
-                LoadError::Instantiate { reason, .. } => reason,
-                other => Failure::Trap(other.to_string()),
+                NoInstance::SlotsFull => {
+                    tracing::warn!(stage = %self.id, max_instances = self.max_instances, waited = ?slots::WAIT, "no instance slot free: every one of runtime.max_instances is running a call");
+                    self.no_instance()
+                }
+                NoInstance::Failed(LoadError::Instantiate { reason, .. }) => reason,
+                NoInstance::Failed(other) => Failure::Trap(cut(other.to_string())),
             },
         })
     }
@@ -267,8 +326,8 @@ impl Stage {
             // The guest failed cleanly: its instance is still sound.
             Ok(Err(error)) => {
                 let message = match error {
-                    wit::Error::InvalidBatch(m) => format!("invalid batch: {m}"),
-                    wit::Error::Other(m) => m,
+                    wit::Error::InvalidBatch(m) => format!("invalid batch: {}", cut(m)),
+                    wit::Error::Other(m) => cut(m),
                 };
                 self.checkin(instance);
                 return Err(fail(Failure::Guest(message)));
@@ -294,6 +353,11 @@ impl Stage {
                 return Err(fail(Failure::MalformedOutput(e.to_string())));
             }
         }
+        if !output.rejections.is_empty() {
+            if let Err(e) = check_rejections(input_bytes, &output.rejections) {
+                return Err(fail(Failure::MalformedOutput(e)));
+            }
+        }
         self.checkin(instance);
         Ok(RawOutput {
             bytes: output.batch,
@@ -303,16 +367,18 @@ impl Stage {
                 .map(|r| Rejection {
                     point: r.point as usize,
                     dead_letter: matches!(r.verdict, Verdict::DeadLetter),
-                    reason: r.reason,
+                    reason: cut(r.reason),
                 })
                 .collect(),
         })
     }
 
     fn checkin(&self, instance: Instance) {
-        let mut idle = self.idle.lock().expect("poisoned");
+        let mut idle = self.idle.0.lock().expect("poisoned");
         if idle.len() < MAX_IDLE {
             idle.push(instance);
+            drop(idle);
+            self.slots.released();
         }
     }
 }
@@ -323,78 +389,12 @@ fn classify(error: &wasmtime::Error, state: &StoreState, limits: &Limits) -> Fai
         return Failure::OutOfMemory(limits.memory);
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Failure::Deadline(limits.cpu_per_batch),
+        Some(Trap::Interrupt) => Failure::Deadline(limits.deadline_per_call),
         Some(Trap::StackOverflow) => Failure::StackOverflow,
         _ => match &state.panic {
             Some(message) => Failure::Panic(message.clone()),
-            None => Failure::Trap(format!("{error:#}")),
+            // The text names the guest's functions, which the guest names.
+            None => Failure::Trap(cut(format!("{error:#}"))),
         },
     }
-}
-
-/// The largest answer a stage may give to an input of `input_len` bytes.
-fn output_limit(input_len: usize, limits: &Limits) -> usize {
-    input_len
-        .saturating_mul(limits.max_output_ratio as usize)
-        .saturating_add(OUTPUT_SLACK_BYTES)
-}
-
-/// Checks a guest's answer against its input: encoding, and that every input point
-/// is accounted for exactly once and no output point claims a foreign origin.
-/// `output` is what [`Stage::call`] returned, so its bytes are checked already.
-pub(crate) fn check_answer(input: &Batch, output: RawOutput) -> Result<StageOutput, Failure> {
-    check_answer_to(input.len(), |i| input.points[i].origin, output)
-}
-
-/// [`check_answer`] for an input of `len` points whose `i`th has origin
-/// `origin_of(i)`: an input numbered as it was encoded is not at hand in
-/// numbered form.
-pub(crate) fn check_answer_to(
-    len: usize,
-    origin_of: impl Fn(usize) -> u32,
-    output: RawOutput,
-) -> Result<StageOutput, Failure> {
-    let batch = codec::decode_trusted(&output.bytes)
-        .map_err(|e| Failure::MalformedOutput(e.to_string()))?;
-
-    // Per origin: 0 = not in the input, 1 = in the input, 2 = accounted for.
-    let origins = (0..len)
-        .map(|i| origin_of(i) as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let mut state = vec![0u8; origins];
-    for i in 0..len {
-        state[origin_of(i) as usize] = 1;
-    }
-    for (i, p) in batch.points.iter().enumerate() {
-        match state.get_mut(p.origin as usize) {
-            Some(s) if *s > 0 => *s = 2,
-            _ => {
-                return Err(Failure::MalformedOutput(format!(
-                    "output point {i} has origin {} that no input point has",
-                    p.origin
-                )))
-            }
-        }
-    }
-    for r in &output.rejections {
-        if r.point >= len {
-            return Err(rejection_out_of_range(r.point, len));
-        }
-        state[origin_of(r.point) as usize] = 2;
-    }
-    if let Some(i) = (0..len).position(|i| state[origin_of(i) as usize] != 2) {
-        return Err(Failure::MalformedOutput(format!(
-            "input point {i} was neither kept nor rejected"
-        )));
-    }
-    Ok(StageOutput {
-        batch,
-        rejections: output.rejections,
-    })
-}
-
-/// A rejection that names a point the input does not have.
-pub(crate) fn rejection_out_of_range(point: usize, len: usize) -> Failure {
-    Failure::MalformedOutput(format!("rejection of point {point} in a batch of {len}"))
 }

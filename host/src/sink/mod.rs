@@ -13,9 +13,9 @@
 pub mod gzip;
 pub mod http;
 
+use crate::ack::Ack;
 use crate::config::OutputConfig;
 use crate::dlq::{DeadLetter, Dlq, Stage};
-use crate::kafka::ack::Ack;
 use crate::metrics::{Metrics, OutputLabels};
 use http::{Endpoint, HttpClient, Outcome};
 use std::sync::Arc;
@@ -125,7 +125,7 @@ pub fn spawn(
         batch_age: config.batch_age,
         max_retry_time: config.max_retry_time,
     };
-    let task = tokio::spawn(writer.run(rx));
+    let task = crate::fatal::spawn("output writer", writer.run(rx));
     (OutputHandle { name, tx }, task)
 }
 

@@ -10,10 +10,12 @@
 //! A token dropped without `done` (work abandoned: a shutdown, a bug) marks its
 //! message as never finished, so its partition commits no further in this process;
 //! after a restart or rebalance the message is consumed again. Duplicates are the
-//! price; loss is not possible.
+//! price; loss is not possible. Once a partition is revoked ([`Tracker::forget`]),
+//! its tokens count for nothing, done or dropped: the next owner reads what was
+//! not committed, and a later assignment of the partition here starts afresh.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Where stored offsets go: `(topic, partition, offset)` of the last finished
@@ -23,12 +25,17 @@ pub type StoreOffset = Box<dyn Fn(&str, i32, i64) + Send + Sync>;
 /// The finished-offsets tracker of one consumer.
 pub struct Tracker {
     partitions: Mutex<HashMap<(Arc<str>, i32), Partition>>,
+    /// Numbers each partition's state: a partition revoked and assigned again
+    /// gets a new one, so that work finished for its former assignment (on the
+    /// same offsets, read again) cannot finish messages of the new one.
+    next_epoch: AtomicU64,
     store: StoreOffset,
     in_flight: prometheus_client::metrics::gauge::Gauge,
 }
 
-#[derive(Default)]
 struct Partition {
+    /// Which assignment of the partition this is.
+    epoch: u64,
     /// Offsets consumed and not finished (including abandoned ones).
     pending: BTreeSet<i64>,
     /// The lowest offset consumed: nothing below it is this process's to store.
@@ -39,6 +46,19 @@ struct Partition {
     stored: Option<i64>,
     /// Messages abandoned: their offsets stay pending forever.
     abandoned: usize,
+}
+
+impl Partition {
+    fn new(epoch: u64) -> Partition {
+        Partition {
+            epoch,
+            pending: BTreeSet::new(),
+            first_seen: None,
+            last_seen: None,
+            stored: None,
+            abandoned: 0,
+        }
+    }
 }
 
 impl Tracker {
@@ -54,6 +74,7 @@ impl Tracker {
     ) -> Arc<Tracker> {
         Arc::new(Tracker {
             partitions: Mutex::new(HashMap::new()),
+            next_epoch: AtomicU64::new(0),
             store,
             in_flight,
         })
@@ -62,7 +83,9 @@ impl Tracker {
     /// Registers a consumed message; call in offset order per partition.
     pub fn register(self: &Arc<Tracker>, topic: Arc<str>, partition: i32, offset: i64) -> Ack {
         let mut partitions = self.partitions.lock().expect("poisoned");
-        let p = partitions.entry((topic.clone(), partition)).or_default();
+        let p = partitions
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| Partition::new(self.next_epoch.fetch_add(1, Ordering::Relaxed)));
         if p.pending.insert(offset) {
             self.in_flight.inc();
         }
@@ -74,6 +97,7 @@ impl Tracker {
                 topic,
                 partition,
                 offset,
+                epoch: p.epoch,
                 tokens: AtomicUsize::new(1),
             })),
         }
@@ -103,10 +127,13 @@ impl Tracker {
         partitions.values().map(|p| p.abandoned).sum()
     }
 
-    fn finish(&self, topic: &Arc<str>, partition: i32, offset: i64) {
+    fn finish(&self, topic: &Arc<str>, partition: i32, offset: i64, epoch: u64) {
         let to_store = {
             let mut partitions = self.partitions.lock().expect("poisoned");
-            let Some(p) = partitions.get_mut(&(topic.clone(), partition)) else {
+            let Some(p) = partitions
+                .get_mut(&(topic.clone(), partition))
+                .filter(|p| p.epoch == epoch)
+            else {
                 return;
             };
             if p.pending.remove(&offset) {
@@ -129,10 +156,13 @@ impl Tracker {
         }
     }
 
-    fn abandon(&self, topic: &Arc<str>, partition: i32, offset: i64) {
+    fn abandon(&self, topic: &Arc<str>, partition: i32, offset: i64, epoch: u64) {
         let mut partitions = self.partitions.lock().expect("poisoned");
-        if let Some(p) = partitions.get_mut(&(topic.clone(), partition)) {
-            p.abandoned += 1;
+        let key = (topic.clone(), partition);
+        match partitions.get_mut(&key).filter(|p| p.epoch == epoch) {
+            Some(p) => p.abandoned += 1,
+            // Revoked meanwhile: its next owner reads the message again.
+            None => return,
         }
         tracing::error!(%topic, partition, offset, "work on a message was abandoned; its partition commits no further until it is consumed again");
     }
@@ -143,6 +173,7 @@ struct Message {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
+    epoch: u64,
     tokens: AtomicUsize,
 }
 
@@ -165,10 +196,23 @@ impl Ack {
     pub fn done(mut self) {
         let message = self.message.take().expect("a live ack");
         if message.tokens.fetch_sub(1, Ordering::AcqRel) == 1 {
-            message
-                .tracker
-                .finish(&message.topic, message.partition, message.offset);
+            message.tracker.finish(
+                &message.topic,
+                message.partition,
+                message.offset,
+                message.epoch,
+            );
         }
+    }
+
+    /// Whether the message's partition is still assigned as it was when the
+    /// message was consumed (not revoked since, nor revoked and assigned again).
+    pub fn is_current(&self) -> bool {
+        let m = self.message.as_ref().expect("a live ack");
+        let partitions = m.tracker.partitions.lock().expect("poisoned");
+        partitions
+            .get(&(m.topic.clone(), m.partition))
+            .is_some_and(|p| p.epoch == m.epoch)
     }
 
     /// `(topic, partition, offset)` of the message.
@@ -181,7 +225,7 @@ impl Ack {
 impl Drop for Ack {
     fn drop(&mut self) {
         if let Some(m) = self.message.take() {
-            m.tracker.abandon(&m.topic, m.partition, m.offset);
+            m.tracker.abandon(&m.topic, m.partition, m.offset, m.epoch);
         }
     }
 }
@@ -253,6 +297,28 @@ mod tests {
         other.done();
         assert_eq!(*stored.lock().unwrap(), vec![("m".into(), 1, 0)]);
         assert_eq!(t.abandoned(), 1);
+    }
+
+    #[test]
+    fn work_of_a_revoked_assignment_cannot_finish_the_next_ones_messages() {
+        let (t, stored) = tracker();
+        let old = t.register("m".into(), 0, 7);
+        let other = t.register("m".into(), 1, 3);
+        t.forget("m", 0);
+        // Assigned again: offset 7 is read again and is in flight once more.
+        let again = t.register("m".into(), 0, 7);
+        assert!(!old.is_current() && again.is_current() && other.is_current());
+        other.done();
+        assert_eq!(*stored.lock().unwrap(), vec![("m".into(), 1, 3)]);
+        old.done();
+        assert_eq!(
+            stored.lock().unwrap().len(),
+            1,
+            "partition 0's 7 is not finished yet"
+        );
+        assert_eq!(t.pending(), 1);
+        again.done();
+        assert_eq!(stored.lock().unwrap().last(), Some(&("m".into(), 0, 7)));
     }
 
     #[test]

@@ -3,18 +3,29 @@
 //! Everything that is not kept goes to the dead-letter queue or is counted as a
 //! drop; every hand-off carries the acks of the messages its points came from.
 //!
+//! Guests see a group in chunks of at most `pipeline.max_points_per_call` points,
+//! and a call that fails is narrowed down to the messages it failed on
+//! ([`narrow`]), so one message's size or content cannot take down another's
+//! points. What is not written is dead-lettered ([`dead_letters`]).
+//!
 //! [`Pipeline::process`] is CPU-bound (decoding and guests): it runs on a blocking
-//! thread, never on the async reactor.
+//! thread, never on the async reactor. A panic in it is caught per group.
 
+mod dead_letters;
+pub mod narrow;
+
+use crate::ack::Ack;
+use crate::config::PipelineConfig;
 use crate::decode::{self, Precision};
 use crate::dlq::{DeadLetter, Stage};
 use crate::encode::line_protocol;
-use crate::kafka::ack::Ack;
-use crate::metrics::{DropLabels, Metrics};
-use crate::runtime::{Chain, Rejected, Routed, Router, StageError};
+use crate::metrics::Metrics;
+use crate::runtime::{Chain, ChainOutput, Routed, Router, StageError};
 use crate::sink::{Budget, Chunk, OutputHandle};
 use boulder_batch::{Batch, Format};
-use std::collections::{BTreeMap, HashMap};
+use dead_letters::panic_message;
+use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -104,6 +115,7 @@ pub struct Pipeline {
     dead_letters: mpsc::Sender<DeadLetter>,
     metrics: Arc<Metrics>,
     budget: Budget,
+    max_points_per_call: usize,
 }
 
 impl Pipeline {
@@ -115,6 +127,7 @@ impl Pipeline {
         dead_letters: mpsc::Sender<DeadLetter>,
         metrics: Arc<Metrics>,
         budget: Budget,
+        config: &PipelineConfig,
     ) -> Pipeline {
         let by_name = tenants
             .iter()
@@ -128,6 +141,7 @@ impl Pipeline {
             dead_letters,
             metrics,
             budget,
+            max_points_per_call: config.max_points_per_call,
         }
     }
 
@@ -151,24 +165,71 @@ impl Pipeline {
     }
 
     /// Processes a group of messages. Blocks while writers or the dead-letter queue
-    /// are behind.
-    pub fn process(&self, messages: Vec<Consumed>, now_ns: i64) {
+    /// are behind. A panic is caught: the group's messages are dead-lettered
+    /// (class `boulder.internal`) and the panic's message is returned.
+    pub fn process(&self, messages: Vec<Consumed>, now_ns: i64) -> Result<(), String> {
         self.process_from(messages, now_ns, Entry::Start)
     }
 
     /// Processes a group of messages from `entry` on (replays start later than the
     /// router for points that already passed it).
-    pub fn process_from(&self, messages: Vec<Consumed>, now_ns: i64, entry: Entry<'_>) {
+    pub fn process_from(
+        &self,
+        messages: Vec<Consumed>,
+        now_ns: i64,
+        entry: Entry<'_>,
+    ) -> Result<(), String> {
         let started = Instant::now();
-        let batch = self.decode(&messages, now_ns);
+        // Unwind safety: a panic leaves at worst a poisoned lock or a half-counted
+        // metric behind, and says so in `/health`; the messages themselves are
+        // dead-lettered below, and work already handed off holds its own acks.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            self.run_group(&messages, now_ns, entry)
+        }));
+        let result = match outcome {
+            Ok(()) => {
+                for m in messages {
+                    m.ack.done();
+                }
+                Ok(())
+            }
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                self.panicked(messages, &message);
+                Err(message)
+            }
+        };
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Decodes a group and runs it, in chunks of at most `max_points_per_call`
+    /// points, through the router and the chains to the outputs.
+    fn run_group(&self, messages: &[Consumed], now_ns: i64, entry: Entry<'_>) {
+        #[cfg(feature = "fault-injection")]
+        crate::faults::panic_if_asked(messages.iter().map(|m| &m.payload[..]));
+        let batch = self.decode(messages, now_ns);
+        if batch.len() <= self.max_points_per_call {
+            return self.run_chunk(messages, batch, entry);
+        }
+        for chunk in narrow::chunks(&batch, self.max_points_per_call) {
+            self.run_chunk(messages, chunk, entry);
+        }
+    }
+
+    /// One chunk of a group, from `entry` on.
+    fn run_chunk(&self, messages: &[Consumed], batch: Batch, entry: Entry<'_>) {
         let routed: Vec<(usize, Routed)> = match (entry, &self.router) {
             (Entry::Chain(name) | Entry::Outputs(name), _) => match self.by_name.get(name) {
                 Some(&index) => vec![(index, Routed::Batch(batch))],
                 None => {
                     let reason = format!("no tenant {name:?} in this config");
                     self.dead_letter_batch(
-                        &messages,
+                        messages,
                         &batch,
+                        0..batch.len(),
                         Stage::Route,
                         "boulder.replay",
                         &reason,
@@ -178,68 +239,114 @@ impl Pipeline {
                 }
             },
             (Entry::Start, None) => vec![(0, Routed::Batch(batch))],
-            (Entry::Start, Some(router)) => match router.route(&batch) {
-                Ok(out) => {
-                    self.rejected(&messages, &out.rejected, Stage::Route, None);
-                    out.by_tenant
-                        .into_iter()
-                        .filter_map(|(name, b)| Some((*self.by_name.get(&name)?, b)))
-                        .collect()
-                }
-                Err(e) => {
-                    self.failed(&messages, &batch, Stage::Route, &e);
-                    Vec::new()
-                }
-            },
+            (Entry::Start, Some(router)) => self.route(messages, router, &batch),
         };
         for (index, routed) in routed {
-            let tenant = &self.tenants[index];
-            let name = Metrics::tenant(tenant.name());
-            self.metrics
-                .points_in
-                .get_or_create(&name)
-                .inc_by(routed.len() as u64);
-            if let Entry::Outputs(_) = entry {
-                self.hand_off(&messages, tenant, &routed.batch());
-                continue;
+            self.run_tenant(messages, &self.tenants[index], routed, entry);
+        }
+    }
+
+    /// Routes a chunk: each tenant's points. A failed call is narrowed down to
+    /// the messages it failed on, which are dead-lettered at stage `route`.
+    fn route(&self, messages: &[Consumed], router: &Router, batch: &Batch) -> Vec<(usize, Routed)> {
+        let outputs = match router.route(batch) {
+            Ok(output) => vec![output],
+            Err(error) => {
+                let narrowed = narrow::narrow(batch, error, |part| router.route(part));
+                for (points, error) in &narrowed.failed {
+                    self.failed(messages, batch, points, Stage::Route, error);
+                }
+                narrowed.passed
             }
-            if tenant.quarantined() {
-                self.quarantined(&messages, tenant, &routed.batch());
-                continue;
-            }
-            let chain_started = Instant::now();
-            let result = tenant.chain().run_routed(&routed);
+        };
+        let mut routed = Vec::new();
+        for output in outputs {
+            self.rejected(messages, &output.rejected, Stage::Route, None);
+            routed.extend(
+                output
+                    .by_tenant
+                    .into_iter()
+                    .filter_map(|(name, b)| Some((*self.by_name.get(&name)?, b))),
+            );
+        }
+        routed
+    }
+
+    /// A tenant's points of a chunk through its chain (unless they are past it)
+    /// to its outputs.
+    fn run_tenant(&self, messages: &[Consumed], tenant: &Tenant, routed: Routed, entry: Entry<'_>) {
+        let name = Metrics::tenant(tenant.name());
+        self.metrics
+            .points_in
+            .get_or_create(&name)
+            .inc_by(routed.len() as u64);
+        if let Entry::Outputs(_) = entry {
+            return self.hand_off(messages, tenant, &routed.batch());
+        }
+        if tenant.quarantined() {
+            return self.quarantined(messages, tenant, &routed.batch());
+        }
+        let chain = tenant.chain();
+        let timed = |run: &dyn Fn() -> Result<ChainOutput, StageError>| {
+            let started = Instant::now();
+            let result = run();
             self.metrics
                 .guest_seconds
                 .get_or_create(&name)
-                .observe(chain_started.elapsed().as_secs_f64());
-            match result {
-                Ok(out) => {
-                    tenant.failures_in_a_row.store(0, Ordering::Relaxed);
-                    self.rejected(
-                        &messages,
-                        &out.rejected,
-                        Stage::Transform,
-                        Some(tenant.name()),
-                    );
-                    self.hand_off(&messages, tenant, &out.batch);
-                }
-                Err(e) => {
-                    let failures = tenant.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-                    if tenant.quarantine_after > 0 && failures == tenant.quarantine_after {
-                        self.metrics.quarantined.get_or_create(&name).set(1);
-                        tracing::error!(tenant = tenant.name(), failures, error = %e, "tenant quarantined: its points go to the dead-letter queue until its component is replaced");
-                    }
-                    self.failed(&messages, &routed.batch(), Stage::Transform, &e);
-                }
+                .observe(started.elapsed().as_secs_f64());
+            result
+        };
+        let error = match timed(&|| chain.run_routed(&routed)) {
+            Ok(output) => {
+                tenant.failures_in_a_row.store(0, Ordering::Relaxed);
+                return self.transformed(messages, tenant, output);
             }
+            Err(error) => error,
+        };
+        let batch = routed.batch();
+        let narrowed = narrow::narrow(&batch, error, |part| timed(&|| chain.run(part)));
+        if narrowed.passed.is_empty() {
+            // Nothing of it passed: the chain failed, not just some messages.
+            if let Some((_, error)) = narrowed.failed.first() {
+                self.tenant_failed(tenant, error);
+            }
+        } else {
+            tenant.failures_in_a_row.store(0, Ordering::Relaxed);
         }
-        for m in messages {
-            m.ack.done();
+        for output in narrowed.passed {
+            self.transformed(messages, tenant, output);
         }
-        self.metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
+        for (points, error) in &narrowed.failed {
+            self.failed(messages, &batch, points, Stage::Transform, error);
+        }
+    }
+
+    /// What a tenant's chain made of its points: the rejected dead-lettered or
+    /// counted, the rest handed to its outputs.
+    fn transformed(&self, messages: &[Consumed], tenant: &Tenant, output: ChainOutput) {
+        self.rejected(
+            messages,
+            &output.rejected,
+            Stage::Transform,
+            Some(tenant.name()),
+        );
+        self.hand_off(messages, tenant, &output.batch);
+    }
+
+    /// Counts a failed call of a tenant's chain towards its quarantine, unless the
+    /// host failed it.
+    fn tenant_failed(&self, tenant: &Tenant, error: &StageError) {
+        if error.failure.is_host() {
+            return;
+        }
+        let failures = tenant.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if tenant.quarantine_after > 0 && failures == tenant.quarantine_after {
+            self.metrics
+                .quarantined
+                .get_or_create(&Metrics::tenant(tenant.name()))
+                .set(1);
+            tracing::error!(tenant = tenant.name(), failures, error = %error, "tenant quarantined: its points go to the dead-letter queue until its component is replaced");
+        }
     }
 
     /// Decodes every message into one batch whose points' origins are message
@@ -283,108 +390,6 @@ impl Pipeline {
             }
         }
         batch
-    }
-
-    /// Dead-letters the points a stage dead-lettered, one record per message and
-    /// reason; drops are only counted.
-    fn rejected(
-        &self,
-        messages: &[Consumed],
-        rejected: &[Rejected],
-        stage: Stage,
-        tenant: Option<&str>,
-    ) {
-        let mut groups: BTreeMap<(u32, &str, String), Vec<&str>> = BTreeMap::new();
-        let mut drops: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-        for r in rejected {
-            if r.dead_letter {
-                groups
-                    .entry((r.origin, r.reason.as_str(), r.stage.component.clone()))
-                    .or_default()
-                    .push(&r.line);
-            } else {
-                *drops
-                    .entry((r.stage.component.as_str(), r.reason.as_str()))
-                    .or_default() += 1;
-            }
-        }
-        for ((component, reason), n) in drops {
-            let labels = DropLabels {
-                tenant: tenant.unwrap_or("").to_owned(),
-                component: component.to_owned(),
-                reason: reason.to_owned(),
-            };
-            self.metrics.points_dropped.get_or_create(&labels).inc_by(n);
-        }
-        self.count_dead(stage, tenant, groups.values().map(Vec::len).sum());
-        for ((origin, reason, component), lines) in groups {
-            let m = &messages[origin as usize];
-            let mut letter = DeadLetter::new(stage, "boulder.rejected", reason, join_lines(&lines));
-            letter.key = m.key.clone();
-            letter.tenant = tenant.map(str::to_owned);
-            letter.component = Some(component);
-            letter.acks = vec![m.ack.split()];
-            self.send(letter);
-        }
-    }
-
-    /// Dead-letters every point of a batch whose stage failed, one record per message.
-    fn failed(&self, messages: &[Consumed], batch: &Batch, stage: Stage, error: &StageError) {
-        tracing::warn!(stage = %error.stage, reason = error.failure.code(), points = batch.len(), error = %error, "batch failed in a guest; dead-lettering it");
-        let class = format!("boulder.guest.{}", error.failure.code());
-        let origin = (
-            error.stage.tenant.as_deref(),
-            error.stage.component.as_str(),
-        );
-        self.dead_letter_batch(messages, batch, stage, &class, &error.to_string(), origin);
-    }
-
-    /// Dead-letters a quarantined tenant's batch without running its chain.
-    fn quarantined(&self, messages: &[Consumed], tenant: &Tenant, batch: &Batch) {
-        let reason = format!(
-            "tenant '{}' is quarantined after {} failed batches in a row",
-            tenant.name(),
-            tenant.quarantine_after
-        );
-        let origin = (Some(tenant.name()), "");
-        self.dead_letter_batch(
-            messages,
-            batch,
-            Stage::Transform,
-            "boulder.quarantined",
-            &reason,
-            origin,
-        );
-    }
-
-    /// Dead-letters every point of a batch, one record per message.
-    fn dead_letter_batch(
-        &self,
-        messages: &[Consumed],
-        batch: &Batch,
-        stage: Stage,
-        class: &str,
-        reason: &str,
-        (tenant, component): (Option<&str>, &str),
-    ) {
-        self.count_dead(stage, tenant, batch.len());
-        let mut per_message: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for i in 0..batch.len() {
-            per_message
-                .entry(batch.points[i].origin)
-                .or_default()
-                .push(line_protocol::point_to_line(batch, i));
-        }
-        for (origin, lines) in per_message {
-            let m = &messages[origin as usize];
-            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let mut letter = DeadLetter::new(stage, class, reason, join_lines(&lines));
-            letter.key = m.key.clone();
-            letter.tenant = tenant.map(str::to_owned);
-            letter.component = (!component.is_empty()).then(|| component.to_owned());
-            letter.acks = vec![m.ack.split()];
-            self.send(letter);
-        }
     }
 
     /// Encodes a tenant's kept points once and queues them to each of its outputs.
@@ -461,10 +466,4 @@ impl Pipeline {
             tracing::error!("dead-letter queue has stopped; the message will be consumed again");
         }
     }
-}
-
-fn join_lines(lines: &[&str]) -> Vec<u8> {
-    let mut out = lines.join("\n").into_bytes();
-    out.push(b'\n');
-    out
 }
