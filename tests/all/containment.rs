@@ -4,7 +4,7 @@
 
 use boulder_tests::services::{
     base_config, committed_offset, consume_all, create_topic, headers, now_ms, produce,
-    produce_each, require_services, unique, vm_a, wait_for_distinct, Boulder,
+    require_services, unique, vm_a, wait_for_distinct, Boulder,
 };
 use boulder_tests::{poll, root};
 use rdkafka::Message;
@@ -14,16 +14,6 @@ use std::time::Duration;
 fn base(name: &str, topic: &str, rest: &str) -> String {
     let input = format!("[[inputs]]\ntopics = [\"{topic}\"]\nformat = \"influx-line\"\n");
     base_config(name, "", &format!("{input}{rest}"))
-}
-
-/// A record batch per message: consumers that wait may pause and resume inside
-/// a batch (see `produce_each`).
-fn produce_owned(topic: &str, messages: &[(String, Vec<u8>)]) {
-    let borrowed: Vec<(&str, Vec<u8>)> = messages
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    produce_each(topic, &borrowed);
 }
 
 /// Fewer instance slots than the workers need at once (three slots, one per
@@ -52,7 +42,7 @@ fn an_instance_pool_smaller_than_the_load_is_waited_for_not_blamed_on_tenants() 
             (format!("k{m}"), text.into_bytes())
         })
         .collect();
-    produce_owned(&name, &messages);
+    produce(&name, &messages);
     let boulder = Boulder::run(
         &name,
         &base(
@@ -128,7 +118,7 @@ fn a_guests_huge_and_countless_reasons_stay_bounded_and_the_other_tenant_flows()
         }
         messages.push((format!("distinct-{m}"), text.into_bytes()));
     }
-    produce_owned(&name, &messages);
+    produce(&name, &messages);
     let boulder = Boulder::run(
         &name,
         &base_config(

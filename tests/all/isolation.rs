@@ -8,7 +8,7 @@ use boulder_tests::services::{
     base_config, by_source, consume_all, create_topic, headers, now_ms, produce, produce_each,
     require_services, unique, vm_a, wait_for_distinct, Boulder,
 };
-use boulder_tests::{poll, wait_until};
+use boulder_tests::wait_until;
 use rdkafka::Message;
 use std::time::{Duration, Instant};
 
@@ -20,16 +20,6 @@ fn base(name: &str, topics: &[&str], rest: &str) -> String {
     let input = format!("[[inputs]]\ntopics = {topics:?}\nformat = \"influx-line\"\n");
     let group = r#""session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000""#;
     base_config(name, group, &format!("{input}{rest}"))
-}
-
-/// A record batch per message: consumers that wait pause, resume and hand over
-/// partitions inside a batch (see `produce_each` for Tansu's way with that).
-fn produce_owned(topic: &str, messages: &[(String, Vec<u8>)]) {
-    let borrowed: Vec<(&str, Vec<u8>)> = messages
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    produce_each(topic, &borrowed);
 }
 
 /// The partitions of `topic` a process's log says it was last assigned.
@@ -100,18 +90,15 @@ fn processes_waiting_on_a_stalled_output_let_a_third_into_the_group() {
             (format!("k{m}"), text.into_bytes())
         })
         .collect();
-    produce_owned(&name, &messages);
-    // Each holds most of its budget for the stalled output (groups take it in
-    // chunks of some hundreds of points), and waits.
+    // A record batch per message: this group rebalances mid-stream (see
+    // `produce_each`).
+    produce_each(&name, &messages);
+    // Each holds what it can of its budget for the stalled output (groups take it
+    // in chunks of some hundreds of points), cannot hand on the next group, and
+    // waits with its partitions paused.
     for p in [&a, &b] {
-        poll(
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || match p.metric(IN_FLIGHT) {
-                Some(n) if n >= 800.0 => Ok(()),
-                n => Err(format!("{n:?} points in flight:\n{}", p.log())),
-            },
-        );
+        p.wait_metric("boulder_consumer_paused", 1.0, Duration::from_secs(60));
+        assert!(p.metric(IN_FLIGHT).unwrap_or(0.0) >= 400.0, "{}", p.log());
     }
 
     let c = Boulder::run(&format!("{name}-c"), &config);
@@ -171,7 +158,7 @@ fn a_message_of_13_mb_lands_whole_beside_small_ones_with_the_default_limits() {
             (format!("k{m}"), text.into_bytes())
         })
         .collect();
-    produce_owned(&small_topic, &small);
+    produce(&small_topic, &small);
     let boulder = Boulder::run(
         &name,
         &base(
@@ -235,7 +222,7 @@ fn a_guest_failing_on_some_messages_dead_letters_those_messages_only() {
             (format!("k{m}"), text.into_bytes())
         })
         .collect();
-    produce_owned(&name, &messages);
+    produce(&name, &messages);
     let boulder = Boulder::run(
         &name,
         &base(
@@ -316,7 +303,7 @@ fn a_guest_that_always_hits_its_deadline_costs_a_group_three_calls() {
             )
         })
         .collect();
-    produce_owned(&name, &messages);
+    produce(&name, &messages);
     let boulder = Boulder::run(
         &name,
         &base(

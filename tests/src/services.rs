@@ -115,7 +115,7 @@ pub fn create_topic(name: &str, partitions: i32) {
 }
 
 /// Produces messages (key, value) to a topic, in order, spread over partitions by key.
-pub fn produce(topic: &str, messages: &[(&str, Vec<u8>)]) {
+pub fn produce<K: AsRef<str>>(topic: &str, messages: &[(K, Vec<u8>)]) {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka())
@@ -136,7 +136,7 @@ pub fn produce(topic: &str, messages: &[(&str, Vec<u8>)]) {
         // trip per message.
         let mut pending = std::collections::VecDeque::new();
         for (key, value) in messages {
-            let mut record = FutureRecord::to(topic).key(*key).payload(value);
+            let mut record = FutureRecord::to(topic).key(key.as_ref()).payload(value);
             loop {
                 match producer.send_result(record) {
                     Ok(delivery) => break pending.push_back(delivery),
@@ -157,13 +157,14 @@ pub fn produce(topic: &str, messages: &[(&str, Vec<u8>)]) {
 }
 
 /// Produces messages like [`produce`], each in a record batch of its own (every
-/// send confirmed before the next), as `boulder produce` does. Tansu 0.6.0 serves
-/// a fetch that starts inside a record batch from the next batch on, skipping the
-/// rest of the first (seen 2026-12-06: batches at offsets 0, 10 and 20, a fetch
-/// at 11 got 20-29), so a test whose consumers pause, resume or take over
-/// partitions mid-stream needs a batch per message to lose nothing there. Real
-/// Kafka serves such a fetch from the batch that holds the offset.
-pub fn produce_each(topic: &str, messages: &[(&str, Vec<u8>)]) {
+/// send confirmed before the next). Tansu 0.6.0 serves a fetch that starts inside
+/// a record batch from the next batch on, skipping the rest of the first (seen
+/// 2026-12-06: batches at offsets 0, 10 and 20, a fetch at 11 got 20-29). A
+/// consumer that takes over a partition or restarts fetches from the committed
+/// offset, which may lie inside a batch, so a test whose consumers do that needs
+/// a batch per message to lose nothing on Tansu. Kafka serves such a fetch from
+/// the batch that holds the offset.
+pub fn produce_each<K: AsRef<str>>(topic: &str, messages: &[(K, Vec<u8>)]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka())
         .set("enable.idempotence", "true")
@@ -173,7 +174,7 @@ pub fn produce_each(topic: &str, messages: &[(&str, Vec<u8>)]) {
         .expect("producer");
     block_on(async {
         for (key, value) in messages {
-            let record = FutureRecord::to(topic).key(*key).payload(value);
+            let record = FutureRecord::to(topic).key(key.as_ref()).payload(value);
             producer
                 .send(record, Duration::from_secs(30))
                 .await

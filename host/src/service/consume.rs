@@ -14,10 +14,13 @@ use crate::kafka::{BoulderConsumer, Inputs};
 use crate::metrics::Metrics;
 use crate::pipeline::{Consumed, Pipeline};
 use crate::status::Status;
+use futures::Stream;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -73,17 +76,8 @@ impl Consumption {
         let mut group = Group::default();
         let mut pause = Pause::default();
         let mut revocations = self.consumer.context().revocations();
-        // Since when a group has waited for a worker, or the queue for a letter.
-        let mut waiting_since: Option<Instant> = None;
         loop {
-            let now = self.consumer.context().revocations();
-            if now != revocations {
-                revocations = now;
-                let dropped = group.drop_stale();
-                if dropped > 0 {
-                    tracing::info!(messages = dropped, "left unprocessed the waiting messages of revoked partitions: their next owner reads them");
-                }
-            }
+            self.drop_revoked(&mut group, &mut revocations);
             let writable = self.dead_letter_queue.is_writable();
             let due = group.is_due(&self.config) || (!writable && !group.messages.is_empty());
             let wait = if !writable {
@@ -93,21 +87,9 @@ impl Consumption {
             } else {
                 None
             };
-            match wait {
-                Some(why) => {
-                    let since = *waiting_since.get_or_insert_with(Instant::now);
-                    if why == Wait::DeadLetterQueue || since.elapsed() >= PAUSE_AFTER {
-                        pause.pause(&self.consumer, why, &self.metrics);
-                    }
-                }
-                None => {
-                    waiting_since = None;
-                    pause.resume(&self.consumer, &self.metrics);
-                }
-            }
-            let pause_at = waiting_since
-                .filter(|_| !pause.is_paused())
-                .map(|since| since + PAUSE_AFTER);
+            let pause_at = pause.follow(wait, &self.consumer, &self.metrics, || {
+                self.take_ready(&mut group)
+            });
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -119,6 +101,7 @@ impl Consumption {
                 _ = sleep_until(pause_at), if pause_at.is_some() => {}
                 _ = self.consumer.context().assigned(), if pause.is_paused() => {
                     // New partitions start unpaused.
+                    self.take_ready(&mut group);
                     pause.apply(&self.consumer);
                 }
                 _ = sleep_until(group.deadline), if !due && group.deadline.is_some() => {
@@ -138,6 +121,48 @@ impl Consumption {
         }
         // Every permit back means every group in flight has been handed off.
         let _all = permits.acquire_many(self.workers as u32).await;
+    }
+
+    /// Drops the group's messages of partitions revoked since `revocations` was
+    /// read (and reads it again).
+    fn drop_revoked(&self, group: &mut Group, revocations: &mut u64) {
+        let now = self.consumer.context().revocations();
+        if now == *revocations {
+            return;
+        }
+        *revocations = now;
+        let dropped = group.drop_stale();
+        if dropped > 0 {
+            tracing::info!(messages = dropped, "left unprocessed the waiting messages of revoked partitions: their next owner reads them");
+        }
+    }
+
+    /// Takes every message the consumer has fetched and holds ready, without
+    /// waiting, before its partitions are paused.
+    ///
+    /// Pausing drops what librdkafka fetched ahead and, on resume, fetches again
+    /// from the position after the last message taken. Taken whole, fetches end at
+    /// record-batch boundaries, so the fetch after a resume starts at one: a
+    /// broker that cannot serve a fetch from inside a batch (Tansu 0.6.0 serves
+    /// it from the next batch on, skipping the rest) then loses nothing, and
+    /// nothing is fetched twice. Bounded by librdkafka's prefetch
+    /// (`queued.max.messages.kbytes`), which held these messages anyway.
+    fn take_ready(&self, group: &mut Group) {
+        let stream = self.consumer.stream();
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let woken = Arc::new(Woken::default());
+            let waker = Waker::from(woken.clone());
+            match stream.as_mut().poll_next(&mut Context::from_waker(&waker)) {
+                Poll::Ready(Some(message)) => self.take(message, group),
+                Poll::Ready(None) => return,
+                // It handled an event (a rebalance, a log line) and asks to be
+                // polled again: more may be ready behind it.
+                Poll::Pending if woken.0.load(Ordering::Relaxed) => {}
+                // Nothing ready: it waits for the queue to fill.
+                Poll::Pending => return,
+            }
+        }
     }
 
     /// Registers a consumed message and adds it to the group.
@@ -202,17 +227,46 @@ impl Consumption {
     }
 }
 
-/// Whether the assigned partitions are paused, and why.
+/// Whether the assigned partitions are paused, and why; and since when the
+/// consumer loop has had to wait.
 #[derive(Default)]
-struct Pause(Option<Wait>);
+struct Pause {
+    paused: Option<Wait>,
+    waiting_since: Option<Instant>,
+}
 
 impl Pause {
     fn is_paused(&self) -> bool {
-        self.0.is_some()
+        self.paused.is_some()
+    }
+
+    /// Pauses or resumes as `wait` says: at once for the dead-letter queue, after
+    /// [`PAUSE_AFTER`] for workers. Returns when to look again if a pause is due
+    /// later.
+    /// `before_pausing` takes what the consumer holds ready.
+    fn follow(
+        &mut self,
+        wait: Option<Wait>,
+        consumer: &BoulderConsumer,
+        metrics: &Metrics,
+        before_pausing: impl FnOnce(),
+    ) -> Option<Instant> {
+        let Some(why) = wait else {
+            self.waiting_since = None;
+            self.resume(consumer, metrics);
+            return None;
+        };
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        let due = why == Wait::DeadLetterQueue || since.elapsed() >= PAUSE_AFTER;
+        if due && !self.is_paused() {
+            before_pausing();
+            self.pause(consumer, why, metrics);
+        }
+        (!self.is_paused()).then_some(since + PAUSE_AFTER)
     }
 
     fn pause(&mut self, consumer: &BoulderConsumer, why: Wait, metrics: &Metrics) {
-        if self.0.replace(why).is_some() {
+        if self.paused.replace(why).is_some() {
             return;
         }
         self.apply(consumer);
@@ -236,7 +290,7 @@ impl Pause {
     }
 
     fn resume(&mut self, consumer: &BoulderConsumer, metrics: &Metrics) {
-        let Some(why) = self.0.take() else {
+        let Some(why) = self.paused.take() else {
             return;
         };
         match consumer.assignment() {
@@ -254,6 +308,20 @@ impl Pause {
             }
             Wait::Workers => tracing::info!("consumption resumed: a worker is free"),
         }
+    }
+}
+
+/// A waker that only notes that it was woken.
+#[derive(Default)]
+struct Woken(AtomicBool);
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
