@@ -12,7 +12,7 @@
 //! Strings go straight into the batch's arena; a token with no backslash is copied
 //! once, with no intermediate allocation.
 
-use super::{DecodeError, Precision};
+use super::{DecodeError, Precision, TIMESTAMP_OUT_OF_RANGE};
 use crate::encode::line_protocol::{KEY_SPECIALS, MEASUREMENT_SPECIALS};
 use boulder_batch::{string_bits, Batch, FieldKind, Span};
 
@@ -275,7 +275,7 @@ impl<'a> Parser<'a, '_> {
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
                 .ok_or("invalid timestamp")?;
-            let ns = precision.to_nanos(value).ok_or("timestamp out of range")?;
+            let ns = precision.to_nanos(value).ok_or(TIMESTAMP_OUT_OF_RANGE)?;
             self.batch
                 .points
                 .last_mut()

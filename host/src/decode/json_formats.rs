@@ -7,7 +7,7 @@
 //! JSON but not a usable point is reported alone.
 
 use super::json::{parse_float, push_point, reason, Key, OneOrMany, Ordered, Scalar};
-use super::{DecodeError, Precision};
+use super::{DecodeError, Precision, TIMESTAMP_OUT_OF_RANGE};
 use boulder_batch::{Batch, FieldValue};
 use serde::Deserialize;
 use std::ops::Range;
@@ -158,8 +158,8 @@ fn telegraf_metric(
 ) -> Result<(), String> {
     let timestamp_ns = match &m.timestamp {
         None | Some(Scalar::Null) => default_timestamp_ns,
-        Some(Scalar::Int(t)) => precision.to_nanos(*t).ok_or("timestamp out of range")?,
-        Some(Scalar::Float(t)) => scale_float(*t, precision).ok_or("timestamp out of range")?,
+        Some(Scalar::Int(t)) => precision.to_nanos(*t).ok_or(TIMESTAMP_OUT_OF_RANGE)?,
+        Some(Scalar::Float(t)) => scale_float(*t, precision).ok_or(TIMESTAMP_OUT_OF_RANGE)?,
         Some(_) => return Err("timestamp is not a number".into()),
     };
     let fields: Vec<(&str, FieldValue<'_>)> = m
@@ -251,7 +251,7 @@ fn prometheus_sample(s: &PromSample<'_>, source: u32, batch: &mut Batch) -> Resu
 
 fn rfc3339_nanos(s: &str) -> Result<i64, String> {
     let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| "timestamp is not RFC 3339")?;
-    i64::try_from(t.unix_timestamp_nanos()).map_err(|_| "timestamp out of range".into())
+    i64::try_from(t.unix_timestamp_nanos()).map_err(|_| TIMESTAMP_OUT_OF_RANGE.into())
 }
 
 // ---- OpenTSDB JSON ----
@@ -303,11 +303,13 @@ fn opentsdb_put(p: &TsdbPut<'_>, source: u32, batch: &mut Batch) -> Result<(), S
         _ => return Err("timestamp is not an integer".into()),
     };
     let digits = raw.checked_abs().map_or(19, |t| t.to_string().len());
-    let timestamp_ns = match (raw >= 0, digits) {
-        (true, 0..=10) => raw * 1_000_000_000,
-        (true, 13) => raw * 1_000_000,
+    let unit = match (raw >= 0, digits) {
+        (true, 0..=10) => Precision::S,
+        (true, 13) => Precision::Ms,
         _ => return Err("timestamp must be seconds (up to 10 digits) or milliseconds (13)".into()),
     };
+    // Ten digits of seconds reach past 2262, the end of 64-bit nanoseconds.
+    let timestamp_ns = unit.to_nanos(raw).ok_or(TIMESTAMP_OUT_OF_RANGE)?;
     let value = match &p.value {
         Scalar::Int(v) => FieldValue::Int(*v),
         Scalar::UInt(v) => FieldValue::UInt(*v),

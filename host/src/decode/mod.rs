@@ -7,10 +7,17 @@
 pub mod influx_line;
 mod json;
 pub mod json_formats;
+#[cfg(test)]
+mod limits;
 
 use serde::Deserialize;
 use std::fmt;
 use std::ops::Range;
+
+/// Why a point whose timestamp does not fit is dead-lettered: Boulder keeps
+/// timestamps as signed 64-bit nanoseconds since the epoch, as InfluxDB does.
+pub const TIMESTAMP_OUT_OF_RANGE: &str = "timestamp out of range: it must fall between \
+     1677-09-21T00:12:43Z and 2262-04-11T23:47:16Z (64-bit nanoseconds)";
 
 /// The unit of timestamps in the input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

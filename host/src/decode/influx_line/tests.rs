@@ -132,7 +132,7 @@ fn timestamps_follow_precision_and_default() {
         assert_eq!(b.point(0).timestamp_ns(), want, "{precision:?}");
     }
     let (_, errors) = parse_with("m f=1 1700000000000", Precision::S);
-    assert_eq!(errors[0].reason, "timestamp out of range");
+    assert_eq!(errors[0].reason, crate::decode::TIMESTAMP_OUT_OF_RANGE);
 }
 
 #[test]
