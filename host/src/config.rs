@@ -89,7 +89,9 @@ pub struct RuntimeConfig {
     /// one folder up (where `scripts/build-guests.sh` puts them in a checkout).
     pub components_dir: Option<PathBuf>,
     /// Where compiled components are cached, keyed by content hash and wasmtime
-    /// version. Default: `$XDG_CACHE_HOME/boulder`, else `~/.cache/boulder`.
+    /// version. Default: `$XDG_CACHE_HOME/boulder`, else `~/.cache/boulder` (with
+    /// neither variable set, no cache). It must be the user's own folder, not
+    /// writable by its group or others: what it holds runs as native code.
     pub cache_dir: Option<PathBuf>,
     /// Whether to cache compiled components on disk at all. Default: true.
     #[serde(default = "default_true")]

@@ -128,3 +128,48 @@ fn check_accepts_the_example_and_names_a_bad_key() {
     assert!(stderr.contains("line 3"), "{stderr}");
     assert!(stderr.contains("unknown field `memroy`"), "{stderr}");
 }
+
+/// A compiled-component cache folder that others can write to (mode 0777) is
+/// refused with the folder, the problem and the way out; the same config with the
+/// folder made private is accepted. What the cache holds runs as native code.
+#[test]
+fn check_refuses_a_cache_folder_that_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root().join(format!("target/test-tmp/open-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = root().join(format!(
+        "target/test-tmp/open-cache-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            "[runtime]\ncomponents_dir = {:?}\ncache_dir = {:?}\n\n[[tenants]]\nname = \"ops\"\nchain = [{{ component = \"validate\" }}]\n",
+            components().display().to_string(),
+            dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let check = || boulder(&["check", "--config", config.to_str().unwrap()]);
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("runtime.cache_dir {}", dir.display()))
+            && stderr.contains("can be written by its group or by others (mode 777)")
+            && stderr.contains("set runtime.cache = false"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_dir(&dir).unwrap().count() > 0,
+        "the private folder is used as the cache"
+    );
+}

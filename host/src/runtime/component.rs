@@ -155,9 +155,12 @@ impl Runtime {
             .hash(&mut hasher);
         let file = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
         if file.is_file() {
-            // SAFETY: the file was written by `Component::serialize` below, into a
-            // folder this process created private to its user; wasmtime checks that
-            // it was compiled by a compatible engine and refuses it otherwise.
+            // SAFETY: deserializing runs the file's native code, so it must be code
+            // that `Component::serialize` below wrote. The folder is this user's and
+            // no one else can write to it (`check_cache_dir`, when the runtime was
+            // built; created 0700 otherwise), so only this user's processes wrote
+            // the file, by write-then-rename (never half a file); wasmtime checks
+            // that it was compiled by a compatible engine and refuses it otherwise.
             match unsafe { Component::deserialize_file(&self.engine, &file) } {
                 Ok(component) => return Ok(component),
                 Err(e) => {
@@ -183,6 +186,46 @@ fn write_cache(dir: &Path, file: &Path, component: &Component) -> anyhow::Result
     Ok(())
 }
 
+/// Refuses a cache folder that is not this user's, or that its group or others
+/// can write (a folder that does not exist yet is created private to the user).
+pub(crate) fn check_cache_dir(dir: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = match std::fs::metadata(dir) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(LoadError::UnsafeCache {
+                dir: dir.to_owned(),
+                problem: format!("cannot be read ({e})"),
+            })
+        }
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let user = unsafe { libc::geteuid() };
+    let problem = if !metadata.is_dir() {
+        Some("is not a folder".to_owned())
+    } else if metadata.uid() != user {
+        Some(format!(
+            "belongs to user {}, not to this user ({user})",
+            metadata.uid()
+        ))
+    } else if metadata.mode() & 0o022 != 0 {
+        Some(format!(
+            "can be written by its group or by others (mode {:o})",
+            metadata.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(LoadError::UnsafeCache {
+            dir: dir.to_owned(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -198,4 +241,54 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn folder(name: &str, mode: u32) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("boulder-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    }
+
+    fn problem(dir: &Path) -> Option<String> {
+        match check_cache_dir(dir) {
+            Err(LoadError::UnsafeCache { problem, .. }) => Some(problem),
+            Err(other) => panic!("{other}"),
+            Ok(()) => None,
+        }
+    }
+
+    #[test]
+    fn a_cache_folder_must_be_the_users_and_closed_to_others() {
+        assert_eq!(problem(&folder("private", 0o700)), None);
+        assert_eq!(problem(&folder("readable", 0o755)), None);
+        assert_eq!(
+            problem(&std::env::temp_dir().join("boulder-no-such-folder")),
+            None
+        );
+        assert_eq!(
+            problem(&folder("open", 0o777)).as_deref(),
+            Some("can be written by its group or by others (mode 777)")
+        );
+        assert_eq!(
+            problem(&folder("group", 0o770)).as_deref(),
+            Some("can be written by its group or by others (mode 770)")
+        );
+        let file = std::env::temp_dir().join(format!("boulder-file-{}", std::process::id()));
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(problem(&file).as_deref(), Some("is not a folder"));
+        // Another user's folder: only root can make one to try.
+        let theirs = folder("theirs", 0o700);
+        let path = std::ffi::CString::new(theirs.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid, NUL-terminated path; chown does not keep it.
+        if unsafe { libc::chown(path.as_ptr(), 65534, 65534) } == 0 {
+            let problem = problem(&theirs).unwrap();
+            assert!(problem.starts_with("belongs to user 65534"), "{problem}");
+        }
+    }
 }

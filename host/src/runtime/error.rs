@@ -56,6 +56,19 @@ pub enum LoadError {
     /// The engine could not be configured.
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+    /// The folder of compiled components is one that others could write to: what
+    /// it holds would run as Boulder's own native code.
+    #[error(
+        "runtime.cache_dir {dir}: {problem}; compiled code loaded from it runs as Boulder, \
+         so it must be a folder of this user's that no one else can write: \
+         `chmod go-w` it, point runtime.cache_dir elsewhere, or set runtime.cache = false"
+    )]
+    UnsafeCache {
+        /// The folder.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A built-in name that is in no components folder.
     #[error(
         "component '{name}' is neither a built-in found in {searched} nor a .wasm path; \

@@ -71,10 +71,11 @@ impl RuntimeSettings {
             Some(dir) => vec![config.base_dir.join(dir)],
             None => default_components_dirs(),
         };
-        let cache_dir = runtime.cache.then(|| match &runtime.cache_dir {
-            Some(dir) => config.base_dir.join(dir),
-            None => default_cache_dir(),
-        });
+        let cache_dir = match (runtime.cache, &runtime.cache_dir) {
+            (false, _) => None,
+            (true, Some(dir)) => Some(config.base_dir.join(dir)),
+            (true, None) => default_cache_dir(),
+        };
         RuntimeSettings {
             max_memory: config.largest_memory_limit(),
             max_wasm_stack: runtime.max_wasm_stack,
@@ -104,12 +105,17 @@ pub fn default_components_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn default_cache_dir() -> PathBuf {
+/// `$XDG_CACHE_HOME/boulder`, else `$HOME/.cache/boulder`; with neither set, no
+/// cache at all rather than a folder others share (such as the system's temporary
+/// folder), since what the cache holds runs as native code.
+fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("boulder")
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if base.is_none() {
+        tracing::warn!("neither XDG_CACHE_HOME nor HOME is set: compiled components are not cached (set runtime.cache_dir)");
+    }
+    Some(base?.join("boulder"))
 }
 
 /// The process's WebAssembly engine and component loader.
@@ -123,8 +129,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and starts its epoch ticker.
+    /// Builds the engine and starts its epoch ticker. Refuses a cache folder that
+    /// others could write compiled code into ([`component::check_cache_dir`]).
     pub fn new(settings: RuntimeSettings) -> Result<Runtime, LoadError> {
+        if let Some(dir) = &settings.cache_dir {
+            component::check_cache_dir(dir)?;
+        }
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(settings.max_instances)
             // A component built with wit-component runs as three core instances
