@@ -14,6 +14,10 @@
 //! lines (the same series, the same keys), so the far matches that a longer
 //! history finds save less than the time spent searching it. Any gunzip reads the
 //! result: a shorter history only means that no match reaches further back.
+//!
+//! igzip is called through isal-rs's generated bindings to the system's libisal
+//! (its safe API has no history setting). `host/build.rs` checks, when Boulder is
+//! built, that the system's header agrees with those bindings.
 
 use flate2::write::GzEncoder;
 use isal::isal_sys::igzip_lib as isal_sys;
@@ -75,7 +79,10 @@ fn igzip(data: &[u8]) -> Result<Vec<u8>, i32> {
     // byte of the struct's internal state, and a Rust reference needs them all.
     let mut stream = MaybeUninit::<isal_sys::isal_zstream>::zeroed();
     // SAFETY: all-zero bytes are a valid `isal_zstream` (integers and raw
-    // pointers), which the call then sets up for stateless compression.
+    // pointers), which the call then sets up for stateless compression. The
+    // struct is the system library's: host/build.rs checks, against the system's
+    // header, that its size, every field used here and the constants are as the
+    // bindings say, and fails the build otherwise.
     let stream = unsafe {
         isal_sys::isal_deflate_stateless_init(stream.as_mut_ptr());
         stream.assume_init_mut()
@@ -92,7 +99,9 @@ fn igzip(data: &[u8]) -> Result<Vec<u8>, i32> {
     stream.next_out = out.as_mut_ptr();
     stream.avail_out = avail_out;
     // SAFETY: the stream reads `avail_in` bytes of `data` and writes at most
-    // `avail_out` bytes into `out`'s spare capacity; `level_buf` outlives the call.
+    // `avail_out` bytes into `out`'s spare capacity; `level_buf` is the size
+    // level 1 needs (ISAL_DEF_LVL1_DEFAULT) and outlives the call; the struct's
+    // layout is the library's (checked by host/build.rs).
     let code = unsafe { isal_sys::isal_deflate_stateless(stream) };
     if code != isal_sys::COMP_OK as i32 {
         return Err(code);
