@@ -21,15 +21,24 @@ fn main() {
         ("avail_out", offset_of!(isal::isal_zstream, avail_out)),
         ("total_out", offset_of!(isal::isal_zstream, total_out)),
         ("level", offset_of!(isal::isal_zstream, level)),
-        ("level_buf_size", offset_of!(isal::isal_zstream, level_buf_size)),
+        (
+            "level_buf_size",
+            offset_of!(isal::isal_zstream, level_buf_size),
+        ),
         ("level_buf", offset_of!(isal::isal_zstream, level_buf)),
-        ("end_of_stream", offset_of!(isal::isal_zstream, end_of_stream)),
+        (
+            "end_of_stream",
+            offset_of!(isal::isal_zstream, end_of_stream),
+        ),
         ("flush", offset_of!(isal::isal_zstream, flush)),
         ("gzip_flag", offset_of!(isal::isal_zstream, gzip_flag)),
         ("hist_bits", offset_of!(isal::isal_zstream, hist_bits)),
     ];
     let constants = [
-        ("ISAL_DEF_LVL1_DEFAULT", i64::from(isal::ISAL_DEF_LVL1_DEFAULT)),
+        (
+            "ISAL_DEF_LVL1_DEFAULT",
+            i64::from(isal::ISAL_DEF_LVL1_DEFAULT),
+        ),
         ("IGZIP_GZIP", i64::from(isal::IGZIP_GZIP)),
         ("NO_FLUSH", i64::from(isal::NO_FLUSH)),
         ("COMP_OK", i64::from(isal::COMP_OK)),

@@ -279,6 +279,14 @@ pub struct OutputConfig {
     /// dead-lettering the batch. Default: 1h.
     #[serde(default = "default_max_retry_time", with = "humantime_serde")]
     pub max_retry_time: Duration,
+    /// Statuses that mean the output itself is wrong (its token, org, bucket or
+    /// URL), not its points: the output holds its points and keeps retrying, with
+    /// backoff and without `max_retry_time`'s limit, until the answer changes,
+    /// while `/ready` names it. Other 4xx answers (but 408, 413 and 429) refuse
+    /// the points: Boulder splits the batch to find the ones refused and
+    /// dead-letters only those. Default: `[401, 403, 404]`.
+    #[serde(default = "default_hold_on")]
+    pub hold_on: Vec<u16>,
 }
 
 /// `[dlq]`: the dead-letter topic.
@@ -447,6 +455,9 @@ fn default_batch_age() -> Duration {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_hold_on() -> Vec<u16> {
+    vec![401, 403, 404]
 }
 fn default_max_retry_time() -> Duration {
     Duration::from_secs(3600)
@@ -662,6 +673,12 @@ impl Config {
         if output.batch_points == 0 {
             return Err(self.invalid(format!("{key}.batch_points"), "must be at least 1"));
         }
+        if let Some(status) = output.hold_on.iter().find(|s| !(400..=599).contains(*s)) {
+            return Err(self.invalid(
+                format!("{key}.hold_on"),
+                format!("{status} is not an error status (400-599)"),
+            ));
+        }
         if output.timeout.is_zero() {
             return Err(self.invalid(format!("{key}.timeout"), "must be more than 0s"));
         }
@@ -843,6 +860,10 @@ mod tests {
             (
                 "[[tenants]]\nname = \"a\"\noutputs = [{ url = \"http://h/w?a=1&bucket=b\" }]",
                 "tenants[0].outputs[0].url: its query sets `bucket`",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\noutputs = [{ url = \"http://h/w\", hold_on = [401, 204] }]",
+                "tenants[0].outputs[0].hold_on: 204 is not an error status (400-599)",
             ),
         ];
         for (text, want) in cases {

@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 /// Distinct drop reasons counted under their own label, per tenant and component.
@@ -28,7 +28,7 @@ pub struct TenantLabel {
 }
 
 /// A tenant's output.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct OutputLabels {
     /// The tenant's name.
     pub tenant: String,
@@ -96,6 +96,8 @@ pub struct Metrics {
     pub dead_letter_queue_blocked: Gauge,
     /// Outputs currently retrying a failed write.
     pub outputs_stalled: Gauge,
+    /// 1 while an output is held: its sink answers a status of its `hold_on`.
+    pub output_held: Family<OutputLabels, Gauge>,
     /// Write attempts that failed and will be retried.
     pub write_retries: Family<OutputLabels, Counter>,
     /// Duration of successful writes.
@@ -120,6 +122,8 @@ pub struct Metrics {
     pub worker_panics: Counter,
     /// The drop reasons given a label of their own, per (tenant, component).
     reasons: Mutex<HashMap<(String, String), HashSet<String>>>,
+    /// Why each held output is held, for `/ready`.
+    holds: Mutex<BTreeMap<OutputLabels, String>>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -148,6 +152,7 @@ impl Metrics {
             dead_letter_errors: Counter::default(),
             dead_letter_queue_blocked: Gauge::default(),
             outputs_stalled: Gauge::default(),
+            output_held: Family::default(),
             write_retries: Family::default(),
             write_seconds: Family::new_with_constructor(seconds_histogram),
             batch_seconds: seconds_histogram(),
@@ -159,6 +164,7 @@ impl Metrics {
             consumer_paused: Gauge::default(),
             worker_panics: Counter::default(),
             reasons: Mutex::default(),
+            holds: Mutex::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -207,6 +213,11 @@ impl Metrics {
             "outputs_stalled",
             "Outputs retrying a failed write",
             m.outputs_stalled.clone(),
+        );
+        r.register(
+            "output_held",
+            "1 while an output is held: its sink answers a status of its hold_on",
+            m.output_held.clone(),
         );
         r.register(
             "write_retries",
@@ -292,6 +303,33 @@ impl Metrics {
             reason: reason.to_owned(),
         };
         self.points_dropped.get_or_create(&labels).inc_by(points);
+    }
+
+    /// An output is held (its sink answered a status of its `hold_on`), or no
+    /// longer (`why` is `None`).
+    pub fn set_held(&self, output: &OutputLabels, why: Option<String>) {
+        let mut holds = self.holds.lock().expect("poisoned");
+        self.output_held
+            .get_or_create(output)
+            .set(i64::from(why.is_some()));
+        match why {
+            Some(why) => holds.insert(output.clone(), why),
+            None => holds.remove(output),
+        };
+    }
+
+    /// Why each held output is held.
+    pub fn holds(&self) -> Vec<String> {
+        let holds = self.holds.lock().expect("poisoned");
+        holds
+            .iter()
+            .map(|(o, why)| {
+                format!(
+                    "output {:?} of tenant {:?} is held: {why}",
+                    o.output, o.tenant
+                )
+            })
+            .collect()
     }
 
     /// The labels of a tenant.

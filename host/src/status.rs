@@ -65,6 +65,7 @@ impl Status {
         if let Some(problem) = self.dead_letter_queue.get().and_then(|d| d.problem()) {
             problems.push(problem);
         }
+        problems.extend(self.metrics.holds());
         let stalled = self.metrics.outputs_stalled.get();
         if stalled > 0 {
             problems.push(format!("{stalled} outputs are failing and being retried"));

@@ -17,6 +17,10 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// The body, gunzipped when it was gzipped.
     pub body: String,
+    /// When it arrived (read whole).
+    pub at: std::time::Instant,
+    /// The status the stub answered, once it has.
+    pub status: Option<u16>,
 }
 
 impl Received {
@@ -59,13 +63,29 @@ impl StubSink {
 
     /// Starts a stub that answers 503 ("down") until `recovered` is set, then 204.
     pub fn down_until(recovered: Arc<AtomicBool>) -> StubSink {
+        StubSink::answering_until(503, "down", recovered)
+    }
+
+    /// Starts a stub that answers `status` with `body` until `fixed` is set, then 204.
+    pub fn answering_until(status: u16, body: &str, fixed: Arc<AtomicBool>) -> StubSink {
+        let body = body.to_owned();
         StubSink::start(Box::new(move |_, _| {
-            if recovered.load(Ordering::Relaxed) {
+            if fixed.load(Ordering::Relaxed) {
                 (204, vec![], String::new())
             } else {
-                (503, vec![], "down".into())
+                (status, vec![], body.clone())
             }
         }))
+    }
+
+    /// The lines of the requests it answered with a 2xx (written), each once.
+    pub fn written_lines(&self) -> HashSet<String> {
+        let received = self.received.lock().unwrap();
+        received
+            .iter()
+            .filter(|r| r.status.is_some_and(|s| (200..300).contains(&s)))
+            .flat_map(|r| r.body.lines().map(str::to_owned))
+            .collect()
     }
 
     /// Every request so far.
@@ -129,6 +149,8 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Received>>, respond: &Responder) {
             request_line: request_line.trim_end().to_owned(),
             headers,
             body,
+            at: std::time::Instant::now(),
+            status: None,
         };
         let index = {
             let mut log = log.lock().unwrap();
@@ -136,6 +158,7 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Received>>, respond: &Responder) {
             log.len() - 1
         };
         let (status, extra, body) = respond(&request, index);
+        log.lock().unwrap()[index].status = Some(status);
         let mut response = format!(
             "HTTP/1.1 {status} Stub\r\nContent-Length: {}\r\n",
             body.len()

@@ -44,6 +44,14 @@ pub enum Outcome {
         /// The sink's `Retry-After`, in seconds.
         retry_after: Option<Duration>,
     },
+    /// A status of the output's `hold_on`: the output is misconfigured (its token,
+    /// say); try again until that changes.
+    Held {
+        /// The status.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
     /// Any other status: the sink will never take this batch.
     Refused {
         /// The status.
@@ -59,6 +67,7 @@ pub struct Endpoint {
     token: Option<HeaderValue>,
     gzip: Option<Gzip>,
     timeout: Duration,
+    hold_on: Vec<u16>,
 }
 
 /// How much of an error response body is kept.
@@ -88,6 +97,7 @@ impl Endpoint {
             token,
             gzip: output.gzip.then(|| Gzip::level(output.gzip_level)),
             timeout: output.timeout,
+            hold_on: output.hold_on.clone(),
         })
     }
 
@@ -142,12 +152,22 @@ impl Endpoint {
                 status: None,
                 retry_after: None,
             },
-            Ok(Ok((parts, body))) => classify(parts.status, parts.headers.get(RETRY_AFTER), &body),
+            Ok(Ok((parts, body))) => classify(
+                parts.status,
+                parts.headers.get(RETRY_AFTER),
+                &body,
+                &self.hold_on,
+            ),
         }
     }
 }
 
-fn classify(status: StatusCode, retry_after: Option<&HeaderValue>, body: &[u8]) -> Outcome {
+fn classify(
+    status: StatusCode,
+    retry_after: Option<&HeaderValue>,
+    body: &[u8],
+    hold_on: &[u16],
+) -> Outcome {
     if status.is_success() {
         return Outcome::Written;
     }
@@ -158,7 +178,14 @@ fn classify(status: StatusCode, retry_after: Option<&HeaderValue>, body: &[u8]) 
         let end = body.len().min(BODY_EXCERPT);
         String::from_utf8_lossy(&body[..end]).trim().to_owned()
     };
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+    if hold_on.contains(&status.as_u16()) {
+        return Outcome::Held {
+            status: status.as_u16(),
+            body: excerpt(),
+        };
+    }
+    let retried = [StatusCode::REQUEST_TIMEOUT, StatusCode::TOO_MANY_REQUESTS];
+    if retried.contains(&status) || status.is_server_error() {
         return Outcome::Retry {
             reason: format!("{status}: {}", excerpt()),
             status: Some(status.as_u16()),
@@ -181,15 +208,15 @@ mod tests {
     #[test]
     fn classifies_statuses() {
         assert_eq!(
-            classify(StatusCode::NO_CONTENT, None, b""),
+            classify(StatusCode::NO_CONTENT, None, b"", &[]),
             Outcome::Written
         );
         assert_eq!(
-            classify(StatusCode::PAYLOAD_TOO_LARGE, None, b""),
+            classify(StatusCode::PAYLOAD_TOO_LARGE, None, b"", &[]),
             Outcome::TooLarge
         );
         let ra = HeaderValue::from_static("7");
-        match classify(StatusCode::TOO_MANY_REQUESTS, Some(&ra), b"slow down") {
+        match classify(StatusCode::TOO_MANY_REQUESTS, Some(&ra), b"slow down", &[]) {
             Outcome::Retry {
                 status,
                 retry_after,
@@ -202,16 +229,31 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            classify(StatusCode::SERVICE_UNAVAILABLE, None, b""),
+            classify(StatusCode::SERVICE_UNAVAILABLE, None, b"", &[]),
             Outcome::Retry { .. }
         ));
         assert_eq!(
-            classify(StatusCode::BAD_REQUEST, None, b" bad line 3 \n"),
+            classify(StatusCode::BAD_REQUEST, None, b" bad line 3 \n", &[401]),
             Outcome::Refused {
                 status: 400,
                 body: "bad line 3".into()
             }
         );
+        assert_eq!(
+            classify(StatusCode::UNAUTHORIZED, None, b"bad token", &[401, 403]),
+            Outcome::Held {
+                status: 401,
+                body: "bad token".into()
+            }
+        );
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, None, b"", &[]),
+            Outcome::Refused { status: 401, .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::REQUEST_TIMEOUT, None, b"", &[]),
+            Outcome::Retry { .. }
+        ));
     }
 
     #[test]

@@ -7,8 +7,13 @@
 //!   writer does not take new chunks meanwhile, so a stalled sink slows
 //!   consumption instead of filling memory;
 //! - 413: the batch is split in two at a line boundary and each half written;
-//! - any other status, or retries exhausted: the batch goes to the dead-letter
-//!   queue with the status and the start of the response body.
+//! - a status of the output's `hold_on` (401, 403, 404 by default: the output is
+//!   misconfigured, its points are not at fault): the output holds, retrying with
+//!   backoff for as long as it takes, while metrics, `/ready` and the log say so;
+//! - any other status: the batch is split in two and each half tried again, so
+//!   that only the lines the sink refuses are dead-lettered, with the status and
+//!   the start of the response body (bounded: see [`MAX_REFUSED_SPLITS`]);
+//! - retries exhausted: the batch goes to the dead-letter queue with the reason.
 
 pub mod gzip;
 pub mod http;
@@ -22,6 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// Requests of a refused batch's parts that may be refused before the rest is
+/// dead-lettered as it stands: one bad line is found among 65,536, and a batch
+/// that the sink refuses whole costs this many more requests, not one per line.
+pub const MAX_REFUSED_SPLITS: usize = 16;
+/// The longest wait between two tries of a write.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The process's budget of points in flight between the pipeline and the outputs.
 #[derive(Clone)]
@@ -194,8 +206,9 @@ impl Writer {
             return;
         }
         // Each part with its number of lines: the whole batch holds `points`; only a
-        // part split after a 413 needs its lines counted.
+        // part split after a 413 or a refusal needs its lines counted.
         let mut parts = vec![(lines, points)];
+        let mut refusals_left = MAX_REFUSED_SPLITS;
         while let Some((part, lines)) = parts.pop() {
             match self.write_with_retries(&part).await {
                 Outcome::Written => {
@@ -205,11 +218,9 @@ impl Writer {
                         .inc_by(lines as u64);
                 }
                 Outcome::TooLarge => match split_lines(&part) {
-                    Some((a, b)) => {
+                    Some(halves) => {
                         tracing::info!(output = %self.name, bytes = part.len(), "sink answered 413; splitting the batch");
-                        let in_a = a.iter().filter(|&&c| c == b'\n').count();
-                        parts.push((b.to_vec(), lines - in_a));
-                        parts.push((a.to_vec(), in_a));
+                        push_halves(&mut parts, halves, lines);
                     }
                     None => {
                         self.dead_letter(
@@ -222,11 +233,21 @@ impl Writer {
                     }
                 },
                 Outcome::Refused { status, body } => {
-                    let status_text = hyper::StatusCode::from_u16(status)
-                        .map_or(status.to_string(), |s| s.to_string());
-                    let reason = format!("the sink refused the batch: {status_text}: {body}");
+                    let halves = split_lines(&part).filter(|_| refusals_left > 0);
+                    if let Some(halves) = halves {
+                        // Which lines does it refuse? Each half on its own.
+                        refusals_left -= 1;
+                        tracing::info!(output = %self.name, status, lines, "the sink refused a batch; splitting it to find the lines it refuses");
+                        push_halves(&mut parts, halves, lines);
+                        continue;
+                    }
+                    let reason = format!(
+                        "the sink refused the batch: {}: {body}",
+                        status_text(status)
+                    );
                     self.dead_letter(part, &acks, Some(status), &reason).await
                 }
+                Outcome::Held { .. } => unreachable!("write_with_retries retries held writes"),
                 Outcome::Retry { reason, status, .. } => {
                     let reason = format!(
                         "gave up after retrying for {}: {reason}",
@@ -243,29 +264,45 @@ impl Writer {
     }
 
     /// Writes `lines`, retrying what may succeed later; returns the final outcome
-    /// (a `Retry` means the retry time ran out).
+    /// (a `Retry` means the retry time ran out; never `Held`: a held output
+    /// retries until the sink answers something else).
     async fn write_with_retries(&self, lines: &[u8]) -> Outcome {
         let body = self.endpoint.body(lines);
         let started = Instant::now();
-        let mut backoff = crate::retry::backoff(Duration::from_secs(30));
+        let mut backoff = crate::retry::backoff(MAX_BACKOFF);
         let mut attempt = 0u32;
+        let mut held = false;
         let outcome = loop {
             let sent = Instant::now();
             let outcome = self.endpoint.send(&self.client, body.clone()).await;
-            let Outcome::Retry {
-                reason,
-                retry_after,
-                ..
-            } = &outcome
-            else {
-                if outcome == Outcome::Written {
-                    let seconds = sent.elapsed().as_secs_f64();
-                    self.metrics
-                        .write_seconds
-                        .get_or_create(&self.labels)
-                        .observe(seconds);
+            let (reason, retry_after, timed) = match &outcome {
+                Outcome::Retry {
+                    reason,
+                    retry_after,
+                    ..
+                } => (reason.clone(), *retry_after, true),
+                Outcome::Held { status, body } => {
+                    let reason = format!("the sink answers {}: {body}", status_text(*status));
+                    if !held {
+                        held = true;
+                        let why = format!(
+                            "{reason}; its points wait (check its url, org, bucket and token)"
+                        );
+                        self.metrics.set_held(&self.labels, Some(why));
+                        tracing::error!(output = %self.name, tenant = %self.tenant, status, "output held: the sink refuses the output itself, not its points; retrying until it takes them");
+                    }
+                    (reason, None, false)
                 }
-                break outcome;
+                _ => {
+                    if outcome == Outcome::Written {
+                        let seconds = sent.elapsed().as_secs_f64();
+                        self.metrics
+                            .write_seconds
+                            .get_or_create(&self.labels)
+                            .observe(seconds);
+                    }
+                    break outcome;
+                }
             };
             if attempt == 0 {
                 self.metrics.outputs_stalled.inc();
@@ -274,14 +311,18 @@ impl Writer {
             attempt += 1;
             let wait = backoff
                 .next()
-                .unwrap_or(Duration::from_secs(30))
+                .unwrap_or(MAX_BACKOFF)
                 .max(retry_after.unwrap_or_default());
-            if started.elapsed() + wait > self.max_retry_time {
+            if timed && started.elapsed() + wait > self.max_retry_time {
                 break outcome;
             }
             tracing::warn!(output = %self.name, tenant = %self.tenant, attempt, retry_in = ?wait, error = %reason, "write failed; retrying");
             tokio::time::sleep(wait).await;
         };
+        if held {
+            self.metrics.set_held(&self.labels, None);
+            tracing::info!(output = %self.name, tenant = %self.tenant, "output no longer held");
+        }
         if attempt > 0 {
             self.metrics.outputs_stalled.dec();
         }
@@ -304,6 +345,18 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// A status as its code and reason phrase, e.g. `401 Unauthorized`.
+fn status_text(status: u16) -> String {
+    hyper::StatusCode::from_u16(status).map_or(status.to_string(), |s| s.to_string())
+}
+
+/// Queues the two halves of a part of `lines` lines, the first to be written first.
+fn push_halves(parts: &mut Vec<(Vec<u8>, usize)>, (a, b): (&[u8], &[u8]), lines: usize) {
+    let in_a = a.iter().filter(|&&c| c == b'\n').count();
+    parts.push((b.to_vec(), lines - in_a));
+    parts.push((a.to_vec(), in_a));
 }
 
 /// Splits line protocol in two at the line boundary nearest the middle; `None` for
