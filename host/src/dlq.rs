@@ -16,6 +16,8 @@
 //! | `boulder.http.status` | the sink's status, for write failures |
 //! | `boulder.part` | `i/n` when a dead letter too large for one record was split |
 //! | `boulder.truncated.original.bytes` | the size of what was cut short to fit a record |
+//! | `boulder.source.format` / `boulder.source.precision` | the input's format and timestamp unit, as the pipeline (and its guests) saw the points; absent for `write` records, whose points are past the guests |
+//! | `boulder.dlq.version` | the version of this layout, [`DLQ_VERSION`] |
 //!
 //! The producer is idempotent with `acks=all`. A record that cannot be written is
 //! retried with backoff until it is: the acks it holds are released only then, and
@@ -27,8 +29,10 @@
 
 use crate::ack::Ack;
 use crate::config::{DlqConfig, KafkaConfig};
+use crate::decode::Precision;
 use crate::kafka::producer::ReportingProducer;
 use crate::metrics::Metrics;
+use boulder_batch::Format;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -54,6 +58,11 @@ const UNCONFIRMED: Duration = Duration::from_secs(5);
 /// A value is never cut shorter than this, however small the broker's limit
 /// seems: a record refused at this size is retried like any other failure.
 const MIN_VALUE: usize = 1024;
+
+/// The version of the dead-letter layout (its value and headers), in every record's
+/// `boulder.dlq.version` header. Records without the header predate it: they
+/// carry no `boulder.source.*` headers.
+pub const DLQ_VERSION: &str = "1";
 
 /// The pipeline stage where something failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +113,11 @@ pub struct DeadLetter {
     pub output: Option<String>,
     /// The sink's HTTP status, for write failures.
     pub http_status: Option<u16>,
+    /// The format the points came in (for replay: a guest may treat a point by
+    /// its origin), when the points had not left the guests yet.
+    pub format: Option<Format>,
+    /// The input's timestamp unit, likewise.
+    pub precision: Option<Precision>,
     /// The source message(s); the first names the record's source headers.
     pub acks: Vec<Ack>,
 }
@@ -126,6 +140,8 @@ impl DeadLetter {
             component: None,
             output: None,
             http_status: None,
+            format: None,
+            precision: None,
             acks: Vec::new(),
         }
     }
@@ -153,6 +169,13 @@ impl DeadLetter {
         if let Some(status) = self.http_status {
             add("boulder.http.status", &status.to_string());
         }
+        if let Some(format) = self.format {
+            add("boulder.source.format", format.name());
+        }
+        if let Some(precision) = self.precision {
+            add("boulder.source.precision", precision.name());
+        }
+        add("boulder.dlq.version", DLQ_VERSION);
         h
     }
 }

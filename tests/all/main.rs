@@ -10,4 +10,5 @@ mod hostile;
 mod isolation;
 mod kafka_e2e;
 mod layout;
+mod replay;
 mod sink_failures;

@@ -115,6 +115,11 @@ impl Format {
         }
     }
 
+    /// The format a name of [`Format::name`] names.
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.iter().copied().find(|f| f.name() == name)
+    }
+
     /// Whether points of this format follow Influx's naming (series `M_F` per field).
     pub fn is_influx(self) -> bool {
         matches!(self, Format::InfluxLine | Format::InfluxJson)

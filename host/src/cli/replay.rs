@@ -254,18 +254,25 @@ fn read_and_replay(
             .cloned()
             .unwrap_or_default();
         let (source_topic, input) = inputs.find(&source_topic);
-        // `decode` and `internal` records hold a message's original bytes.
+        // `decode` and `internal` records hold a message's original bytes, decoded
+        // again as the config now says for their topic (the fix may be there).
+        // The others hold line protocol with nanosecond timestamps, of points
+        // that came in the format their header names: guests see them as before.
         let original = matches!(stage.as_str(), "decode" | "internal");
-        let (format, precision) = match (original, input) {
-            (true, Some(input)) => (input.format.into(), input.precision()),
+        let (format, precision, source_format) = match (original, input) {
+            (true, Some(input)) => (input.format.into(), input.precision(), None),
             (true, None) => {
                 tracing::warn!(partition, offset, topic = %source_topic, stage, "a dead letter of original bytes from a topic no input reads; skipped");
                 skipped += 1;
                 ack.done();
                 continue;
             }
-            // Later stages hold points as line protocol with nanosecond timestamps.
-            _ => (Format::InfluxLine, Precision::Ns),
+            (false, _) => {
+                let recorded = headers
+                    .get("boulder.source.format")
+                    .and_then(|f| Format::from_name(f));
+                (Format::InfluxLine, Precision::Ns, recorded)
+            }
         };
         let consumed = Consumed {
             topic: source_topic,
@@ -275,6 +282,7 @@ fn read_and_replay(
             payload: message.payload().unwrap_or_default().to_vec(),
             timestamp_ns: timestamp_ms.and_then(|ms| ms.checked_mul(1_000_000)),
             format,
+            source_format,
             precision,
             ack,
         };

@@ -45,6 +45,16 @@ impl Precision {
         }
     }
 
+    /// The name used in the config: `ns`, `us`, `ms` or `s`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Ns => "ns",
+            Precision::Us => "us",
+            Precision::Ms => "ms",
+            Precision::S => "s",
+        }
+    }
+
     /// A timestamp in this unit as nanoseconds, if it fits in an `i64`.
     pub fn to_nanos(self, value: i64) -> Option<i64> {
         value.checked_mul(self.nanos())

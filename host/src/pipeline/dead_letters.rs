@@ -41,11 +41,9 @@ impl Pipeline {
         self.count_dead(stage, tenant, groups.values().map(Vec::len).sum());
         for ((origin, reason, component), lines) in groups {
             let m = &messages[origin as usize];
-            let mut letter = DeadLetter::new(stage, "boulder.rejected", reason, join_lines(&lines));
-            letter.key = m.key.clone();
+            let mut letter = m.dead_letter(stage, "boulder.rejected", reason, join_lines(&lines));
             letter.tenant = tenant.map(str::to_owned);
             letter.component = Some(component.to_owned());
-            letter.acks = vec![m.ack.split()];
             self.send(letter);
         }
     }
@@ -123,11 +121,9 @@ impl Pipeline {
         for (origin, lines) in per_message {
             let m = &messages[origin as usize];
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let mut letter = DeadLetter::new(stage, class, reason, join_lines(&lines));
-            letter.key = m.key.clone();
+            let mut letter = m.dead_letter(stage, class, reason, join_lines(&lines));
             letter.tenant = tenant.map(str::to_owned);
             letter.component = (!component.is_empty()).then(|| component.to_owned());
-            letter.acks = vec![m.ack.split()];
             self.send(letter);
         }
     }
@@ -145,6 +141,8 @@ impl Pipeline {
             let mut letter =
                 DeadLetter::new(Stage::Internal, "boulder.internal", &reason, m.payload);
             letter.key = m.key;
+            letter.format = Some(m.source_format.unwrap_or(m.format));
+            letter.precision = Some(m.precision);
             letter.acks = vec![m.ack];
             self.send(letter);
         }

@@ -45,12 +45,40 @@ pub struct Consumed {
     pub payload: Vec<u8>,
     /// The message timestamp, for points that carry none.
     pub timestamp_ns: Option<i64>,
-    /// The input's format.
+    /// How the payload is encoded: the input's format.
     pub format: Format,
+    /// The format its points came in, when the payload is not in it: a dead
+    /// letter replayed as line protocol, whose points guests must see as they
+    /// first did. `None`: `format`.
+    pub source_format: Option<Format>,
     /// The input's timestamp unit.
     pub precision: Precision,
     /// Released when the message's processing is finished.
     pub ack: Ack,
+}
+
+impl Consumed {
+    /// The format of this message's points.
+    pub fn points_format(&self) -> Format {
+        self.source_format.unwrap_or(self.format)
+    }
+
+    /// A dead letter of (some of) this message, carrying its key, the context its
+    /// points were seen in, and a share of its ack.
+    fn dead_letter(
+        &self,
+        stage: Stage,
+        class: &str,
+        reason: impl Into<String>,
+        value: Vec<u8>,
+    ) -> DeadLetter {
+        let mut letter = DeadLetter::new(stage, class, reason, value);
+        letter.key = self.key.clone();
+        letter.format = Some(self.points_format());
+        letter.precision = Some(self.precision);
+        letter.acks = vec![self.ack.split()];
+        letter
+    }
 }
 
 /// Where points enter the pipeline.
@@ -358,7 +386,7 @@ impl Pipeline {
         let text: usize = messages.iter().map(|m| m.payload.len()).sum();
         let mut batch = Batch::with_room(messages.len() * 100, text);
         for (i, m) in messages.iter().enumerate() {
-            let source = batch.source(&m.topic, m.format);
+            let source = batch.source(&m.topic, m.points_format());
             let first = batch.len();
             let timestamp = m.timestamp_ns.unwrap_or(now_ns);
             let errors = decode::decode(
@@ -378,15 +406,9 @@ impl Pipeline {
                 .inc_by((batch.len() - first) as u64);
             self.count_dead(Stage::Decode, None, errors.len());
             for e in errors {
-                let mut letter = DeadLetter::new(
-                    Stage::Decode,
-                    "boulder.decode",
-                    format!("{} message: {e}", m.format.name()),
-                    m.payload[e.bytes.clone()].to_vec(),
-                );
-                letter.key = m.key.clone();
-                letter.acks = vec![m.ack.split()];
-                self.send(letter);
+                let reason = format!("{} message: {e}", m.format.name());
+                let part = m.payload[e.bytes.clone()].to_vec();
+                self.send(m.dead_letter(Stage::Decode, "boulder.decode", reason, part));
             }
         }
         batch
@@ -404,14 +426,13 @@ impl Pipeline {
         for (i, why) in &unwritable {
             let m = &messages[batch.points[*i].origin as usize];
             let line = line_protocol::point_to_line(batch, *i);
-            let mut letter = DeadLetter::new(
+            let mut letter = m.dead_letter(
                 Stage::Write,
                 "boulder.encode",
                 why.reason(),
                 line.into_bytes(),
             );
             letter.tenant = Some(tenant.name().to_owned());
-            letter.acks = vec![m.ack.split()];
             self.send(letter);
         }
         let points = batch.len() - unwritable.len();

@@ -202,6 +202,7 @@ impl Consumption {
                     .filter(|&ms| ms > 0)
                     .and_then(|ms| ms.checked_mul(1_000_000)),
                 format: input.format.into(),
+                source_format: None,
                 precision: input.precision(),
                 ack,
             },
@@ -397,6 +398,7 @@ mod tests {
             payload: vec![b'x'; 10],
             timestamp_ns: None,
             format: Format::InfluxLine,
+            source_format: None,
             precision: Precision::Ns,
             ack: tracker.register(topic.into(), partition, offset),
         }
