@@ -2,11 +2,11 @@
 //! own shortages are not blamed on tenants, a guest's words stay bounded while the
 //! other tenant flows, and a panic in a worker loses nothing and says so.
 
+use boulder_tests::poll;
 use boulder_tests::services::{
-    base_config, committed_offset, consume_all, create_topic, headers, now_ms, produce,
+    base_config, committed_offset, consume_all, create_topic, headers, now_ms, produce, replay,
     require_services, unique, vm_a, wait_for_distinct, Boulder,
 };
-use boulder_tests::{poll, root};
 use rdkafka::Message;
 use std::time::Duration;
 
@@ -264,21 +264,7 @@ fn a_panic_in_a_worker_dead_letters_its_group_and_says_so() {
     assert!(boulder.stop().success());
 
     // The fault gone, replay writes the dead-lettered message's points.
-    let path = root().join(format!("target/test-run/{name}-replay.toml"));
-    std::fs::write(&path, &config).unwrap();
-    let out = std::process::Command::new(boulder_tests::boulder_bin())
-        .args([
-            "replay",
-            "--config",
-            path.to_str().unwrap(),
-            "--stage",
-            "internal",
-        ])
-        .env("XDG_CACHE_HOME", root().join("target/test-cache-home"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = replay(&name, &config, &["--stage", "internal"]);
     assert!(
         stderr.contains("replayed           1 records from stage internal"),
         "{stderr}"

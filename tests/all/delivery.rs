@@ -5,7 +5,7 @@
 
 use boulder_tests::services::{
     base_config_with_dlq, by_source, committed_offset, consume_all, create_topic, distinct_samples,
-    export, headers, metric, now_ms, produce, produce_each, require_services, unique, vm_a,
+    export, headers, metric, now_ms, produce, produce_each, replay, require_services, unique, vm_a,
     wait_for_distinct, wait_for_samples, Boulder,
 };
 use boulder_tests::stub_sink::StubSink;
@@ -339,26 +339,8 @@ fn replay_writes_the_dead_letters_once_the_fault_is_fixed() {
     assert!(first.stop().success());
 
     // Fixed: the output points at VictoriaMetrics. Replay the write failures only.
-    let path = root().join(format!("target/test-run/{name}-fixed.toml"));
-    std::fs::write(&path, config(&vm_a())).unwrap();
-    let replay = || {
-        let out = std::process::Command::new(boulder_tests::boulder_bin())
-            .args([
-                "replay",
-                "--config",
-                path.to_str().unwrap(),
-                "--stage",
-                "write",
-                "--since",
-                "1h",
-            ])
-            .env("XDG_CACHE_HOME", root().join("target/test-cache-home"))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        stderr
-    };
+    let fixed = config(&vm_a());
+    let replay = || replay(&name, &fixed, &["--stage", "write", "--since", "1h"]);
     let summary = replay();
     assert!(
         summary.contains("replayed           1 records from stage write"),

@@ -4,11 +4,10 @@
 //! writes them: names, labels, values, timestamps.
 
 use boulder_tests::services::{
-    base_config, consume_all, create_topic, export, headers, now_ms, produce, require_services,
-    unique, vm_a, wait_for_distinct, Boulder, Series,
+    base_config, consume_all, create_topic, export, headers, now_ms, produce, replay,
+    require_services, unique, vm_a, wait_for_distinct, Boulder, Series,
 };
 use boulder_tests::stub_sink::StubSink;
-use boulder_tests::{boulder_bin, root};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -187,21 +186,8 @@ fn replays_as_a_run_without_the_fault_writes(case: Case) {
     assert!(faulty.stop().success());
 
     // Fixed: replay every dead letter.
-    let fixed = root().join(format!("target/test-run/{name}-fixed.toml"));
-    std::fs::write(&fixed, config(&name, &name, &case, None, "replayed")).unwrap();
-    let out = std::process::Command::new(boulder_bin())
-        .args([
-            "replay",
-            "--config",
-            fixed.to_str().unwrap(),
-            "--since",
-            "1h",
-        ])
-        .env("XDG_CACHE_HOME", root().join("target/test-cache-home"))
-        .output()
-        .unwrap();
-    let summary = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{summary}");
+    let fixed = config(&name, &name, &case, None, "replayed");
+    let summary = replay(&name, &fixed, &["--since", "1h"]);
     wait_for_distinct(
         &vm_a(),
         &format!(r#"{{test="{name}",run="replayed"}}"#),

@@ -298,6 +298,23 @@ pub fn base_config_with_dlq(
     )
 }
 
+/// Runs `boulder replay` with `config` (TOML text, written to a file named after
+/// `name`) and `args`; returns its summary (stderr), panicking if it fails.
+pub fn replay(name: &str, config: &str, args: &[&str]) -> String {
+    let path = root().join(format!("target/test-run/{name}-replay.toml"));
+    std::fs::create_dir_all(path.parent().expect("a folder")).unwrap();
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(boulder_bin())
+        .args(["replay", "--config", path.to_str().unwrap()])
+        .args(args)
+        .env("XDG_CACHE_HOME", root().join("target/test-cache-home"))
+        .output()
+        .expect("running boulder replay");
+    let summary = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "boulder replay failed:\n{summary}");
+    summary
+}
+
 /// A `boulder run` child process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Boulder {
     child: Child,
