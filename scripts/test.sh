@@ -4,7 +4,8 @@
 # clippy, and the workspace's tests (unit tests beside the code; integration tests
 # in tests/ against the real runtime, the real components, a real Kafka-protocol
 # broker and real VictoriaMetrics, which scripts/services.sh starts on loopback),
-# then a smoke run of the end-to-end benchmark (scripts/bench.sh --smoke).
+# then a smoke run of the end-to-end benchmark (scripts/bench.sh --smoke) and a
+# short run of every fuzz target (scripts/fuzz.sh --seconds 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,3 +54,8 @@ cargo test --workspace
 # It checks that the harness works, not how fast Boulder is, so it runs the debug
 # binary built above: a release build as well would add minutes and 1.4 GB.
 BENCH_BOULDER="$PWD/target/debug/boulder" scripts/bench.sh --smoke
+# A short run of every fuzz target (host/fuzz: the decoders, a guest's answer, the
+# config loader, line protocol's round trip), to keep them building and to catch
+# what the seeds and ten seconds each find; the long runs are scripts/fuzz.sh's
+# (docs/FUZZING.md). The services are not needed; they stop after this.
+scripts/fuzz.sh --seconds 10

@@ -273,6 +273,7 @@ impl<'a> Parser<'a, '_> {
             let value = self
                 .str(raw)
                 .ok()
+                .filter(|s| !s.starts_with('+'))
                 .and_then(|s| s.parse::<i64>().ok())
                 .ok_or("invalid timestamp")?;
             let ns = precision.to_nanos(value).ok_or(TIMESTAMP_OUT_OF_RANGE)?;
@@ -376,6 +377,9 @@ fn parse_scalar(text: &str) -> Parse<(FieldKind, u64)> {
         b"t" | b"T" | b"true" | b"True" | b"TRUE" => return Ok((FieldKind::Bool, 1)),
         b"f" | b"F" | b"false" | b"False" | b"FALSE" => return Ok((FieldKind::Bool, 0)),
         [] => return Err("missing field value"),
+        // InfluxDB writes no plus sign before a number and refuses one, though
+        // Rust's parsers would take it.
+        [b'+', ..] => return Err("invalid field value"),
         _ => {}
     }
     if let Some(int) = text.strip_suffix('i') {
@@ -397,5 +401,7 @@ fn parse_scalar(text: &str) -> Parse<(FieldKind, u64)> {
     Ok((FieldKind::Float, v.to_bits()))
 }
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod tests;

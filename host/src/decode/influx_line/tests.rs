@@ -267,6 +267,28 @@ prop_compose! {
     }
 }
 
+/// Where InfluxData's parsers differ, Boulder reads as InfluxDB does (its Go
+/// parser and documentation); see `differential.rs`.
+#[test]
+fn reads_the_edge_cases_as_influxdb_does() {
+    let read = |line: &str| {
+        let (b, errors) = parse(line);
+        (
+            lines(&b),
+            errors.into_iter().map(|e| e.reason).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(read("m f=.5").0, ["m f=0.5 999"]);
+    assert_eq!(read("m f=1.").0, ["m f=1.0 999"]);
+    assert_eq!(read("m f=+1").1, ["invalid field value"]);
+    assert_eq!(read("m f=+1i").1, ["invalid field value"]);
+    assert_eq!(read("m f=1 +5").1, ["invalid timestamp"]);
+    assert_eq!(read("m f=1e+5").0, ["m f=100000.0 999"]);
+    assert_eq!(read("m,,a=b f=1").0, Vec::<String>::new());
+    let (b, _) = parse("m\\\\ f=1");
+    assert_eq!(b.point(0).measurement(), "m\\", "two backslashes are one");
+}
+
 proptest! {
     #[test]
     fn encode_then_decode_round_trips(b in batch()) {
