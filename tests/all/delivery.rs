@@ -901,7 +901,7 @@ fn wait_committed(topic: &str, offset: i64) {
 
 /// Dead letters larger than a record may be (here the producer's
 /// `message.max.bytes` of 1 MB, which the broker's limit would do the same as):
-/// a refused batch of line protocol is split at line boundaries into records that
+/// a batch of line protocol that the sink never takes is split at line boundaries into records that
 /// fit, every line once; an undecodable message is cut short, with its original
 /// size in a header. Neither is retried, nothing waits.
 #[test]
@@ -910,7 +910,9 @@ fn dead_letters_larger_than_a_record_are_split_or_cut_short() {
     require_services();
     let name = unique("oversize");
     create_topic(&name, 1);
-    let refusing = StubSink::start(Box::new(|_, _| (400, vec![], "no".into())));
+    // A sink that stays unavailable: the batch is dead-lettered whole once its
+    // retries run out (a 400 would split it to find the refused lines instead).
+    let refusing = StubSink::start(Box::new(|_, _| (503, vec![], "down".into())));
     let now = now_ms();
     // ~2.2 MB of line protocol in one message, written as one batch and refused.
     let batch: String = (0..30_000)
@@ -935,7 +937,7 @@ fn dead_letters_larger_than_a_record_are_split_or_cut_short() {
                 r#"
                 [[tenants]]
                 name = "ops"
-                outputs = [{{ url = "{url}/api/v2/write", batch_points = 100000, batch_age = "200ms" }}]
+                outputs = [{{ url = "{url}/api/v2/write", batch_points = 100000, batch_age = "2s", max_retry_time = "300ms" }}]
                 "#,
                 url = refusing.url
             ),
@@ -965,7 +967,7 @@ fn dead_letters_larger_than_a_record_are_split_or_cut_short() {
         let h = headers(part);
         assert_eq!(h["boulder.part"], format!("{}/3", i + 1), "{h:?}");
         assert_eq!(h["__connect.errors.offset"], "0");
-        assert_eq!(h["boulder.http.status"], "400");
+        assert_eq!(h["boulder.http.status"], "503");
         assert!(!h.contains_key("boulder.truncated.original.bytes"), "{h:?}");
         let value = part.payload().unwrap_or_default();
         assert!(
