@@ -47,7 +47,7 @@ pub enum ConfigError {
 }
 
 /// The whole config file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The WebAssembly runtime, shared by every tenant.
@@ -81,7 +81,7 @@ pub struct Config {
 }
 
 /// `[runtime]`: the WebAssembly engine, one per process.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Where built-in components (`component = "validate"`) are found. Default:
@@ -127,7 +127,7 @@ impl Default for RuntimeConfig {
 }
 
 /// One transform: a component and its parameters.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
     /// A built-in name (`validate`, `normalize`, `flip-single-fields`, `route`) or
@@ -143,7 +143,7 @@ pub struct StageConfig {
 }
 
 /// `[[tenants]]`: one tenant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// The tenant's name: what the router answers, and a label in metrics and
@@ -161,7 +161,7 @@ pub struct TenantConfig {
 }
 
 /// `[kafka]`: the cluster, the consumer group, and librdkafka options.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`.
@@ -179,7 +179,7 @@ pub struct KafkaConfig {
 }
 
 /// `[[inputs]]`: topics of one format.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
     /// Topic names, or regexes when they start with `^` (librdkafka's syntax);
@@ -236,7 +236,7 @@ impl From<InputFormat> for Format {
 }
 
 /// One InfluxDB-v2-compatible endpoint of a tenant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
     /// A name for logs, metrics and dead letters. Default: `<tenant>-<n>` (from 1).
@@ -290,7 +290,7 @@ pub struct OutputConfig {
 }
 
 /// `[dlq]`: the dead-letter topic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DlqConfig {
     /// The topic dead letters are produced to (same cluster as `[kafka]`).
@@ -309,7 +309,7 @@ pub struct DlqConfig {
 }
 
 /// `[http]`: the status endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Serve the endpoint at all. Default: true.
@@ -335,7 +335,7 @@ fn default_listen() -> std::net::SocketAddr {
 }
 
 /// `[pipeline]`: batching between Kafka and the runtime.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// How long a stop (SIGINT/SIGTERM) may take to flush and commit before Boulder

@@ -63,6 +63,26 @@ pub struct StageLabels {
     pub tenant: String,
 }
 
+/// A component as it runs now: which stage of which tenant, and the content.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    /// The tenant (empty for the router).
+    pub tenant: String,
+    /// `router`, or the stage's position in the tenant's chain, from 1.
+    pub stage: String,
+    /// The component as the config names it.
+    pub component: String,
+    /// SHA-256 of the component file, hex; `native` for a built-in run natively.
+    pub sha256: String,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `applied` or `refused`.
+    pub result: String,
+}
+
 /// A topic partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -110,6 +130,14 @@ pub struct Metrics {
     pub consumer_lag: Family<PartitionLabels, Gauge>,
     /// 1 for a tenant that is quarantined.
     pub quarantined: Family<TenantLabel, Gauge>,
+    /// 1 for each component that runs now (a swapped-out version's series is
+    /// removed).
+    pub component_info: Family<ComponentLabels, Gauge>,
+    /// Changed component files that failed to load or `init` (the running
+    /// version kept running), by tenant (empty for the router).
+    pub component_load_failures: Family<TenantLabel, Counter>,
+    /// Config reloads (SIGHUP), applied or refused.
+    pub config_reloads: Family<ResultLabel, Counter>,
     /// Points handed to outputs and not yet written or dead-lettered.
     pub points_in_flight: Gauge,
     /// Messages consumed and not yet written or dead-lettered.
@@ -159,6 +187,9 @@ impl Metrics {
             guest_seconds: Family::new_with_constructor(seconds_histogram),
             consumer_lag: Family::default(),
             quarantined: Family::default(),
+            component_info: Family::default(),
+            component_load_failures: Family::default(),
+            config_reloads: Family::default(),
             messages_in_flight: Gauge::default(),
             points_in_flight: Gauge::default(),
             consumer_paused: Gauge::default(),
@@ -248,6 +279,21 @@ impl Metrics {
             "quarantined",
             "1 for a quarantined tenant",
             m.quarantined.clone(),
+        );
+        r.register(
+            "component_info",
+            "1 for each component that runs now, by tenant, stage and content hash",
+            m.component_info.clone(),
+        );
+        r.register(
+            "component_load_failures",
+            "Changed component files that failed to load or init; the running version was kept",
+            m.component_load_failures.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads on SIGHUP, by result (applied, or refused and the running config kept)",
+            m.config_reloads.clone(),
         );
         r.register(
             "points_in_flight",
@@ -352,6 +398,29 @@ impl Metrics {
         StageLabels {
             stage: stage.to_owned(),
             tenant: tenant.unwrap_or("").to_owned(),
+        }
+    }
+
+    /// Shows (or, with `running` false, removes) the series of
+    /// [`Metrics::component_info`] of each `(stage, component, sha256)`.
+    pub fn show_components<'a>(
+        &self,
+        tenant: &str,
+        components: impl IntoIterator<Item = (String, &'a str, &'a str)>,
+        running: bool,
+    ) {
+        for (stage, component, sha256) in components {
+            let labels = ComponentLabels {
+                tenant: tenant.to_owned(),
+                stage,
+                component: component.to_owned(),
+                sha256: sha256.to_owned(),
+            };
+            if running {
+                self.component_info.get_or_create(&labels).set(1);
+            } else {
+                self.component_info.remove(&labels);
+            }
         }
     }
 

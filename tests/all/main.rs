@@ -10,5 +10,8 @@ mod hostile;
 mod isolation;
 mod kafka_e2e;
 mod layout;
+mod new_crate;
+mod reload;
 mod replay;
 mod sink_failures;
+mod swap;

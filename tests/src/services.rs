@@ -320,6 +320,8 @@ pub struct Boulder {
     child: Child,
     /// Its stderr.
     pub log: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
 }
 
 impl Boulder {
@@ -344,7 +346,11 @@ impl Boulder {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting boulder run");
-        Boulder { child, log }
+        Boulder {
+            child,
+            log,
+            config: config_path,
+        }
     }
 
     /// The log so far.
@@ -438,6 +444,20 @@ impl Boulder {
             }
             Err(format!("boulder did not start:\n{}", self.log()))
         })
+    }
+
+    /// Replaces its config file with `config` (by rename, so that it is never
+    /// read half-written) and sends SIGHUP, once it is running.
+    pub fn reload(&self, config: &str) {
+        self.wait_log("boulder running", Duration::from_secs(60));
+        let new = self.config.with_extension("new");
+        std::fs::write(&new, config).unwrap();
+        std::fs::rename(&new, &self.config).unwrap();
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
     }
 
     /// Sends SIGTERM (once it is running) and waits for a clean exit.

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 mod check;
+mod new;
 mod produce;
 mod replay;
 mod run;
@@ -35,6 +36,9 @@ enum Command {
     /// Check a config: parse it, load and compile every component, run every
     /// stage's `init` with its params, and exit.
     Check(ConfigArg),
+    /// Write a new crate: `boulder new transform NAME` writes a tenant's transform,
+    /// with a sample, its tests, and the commands to build and try it.
+    New(new::NewArgs),
 }
 
 /// The `--config` option shared by subcommands.
@@ -53,6 +57,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Check(a) => check::run(a),
         Command::Produce(a) => produce::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::New(a) => new::run(a),
     }
 }
 

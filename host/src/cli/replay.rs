@@ -122,6 +122,7 @@ async fn replay(
     filter: Filter,
     group: Option<String>,
 ) -> Result<()> {
+    let config = Arc::new(config);
     let kafka_config = config.kafka.as_ref().expect("checked");
     let topic = config.dlq.as_ref().expect("checked").topic.clone();
     let group = group.unwrap_or_else(|| format!("{}-replay", kafka_config.group_id));

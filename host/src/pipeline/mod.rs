@@ -13,6 +13,7 @@
 
 mod dead_letters;
 pub mod narrow;
+mod routing;
 
 use crate::ack::Ack;
 use crate::config::PipelineConfig;
@@ -20,14 +21,14 @@ use crate::decode::{self, Precision};
 use crate::dlq::{DeadLetter, Stage};
 use crate::encode::line_protocol;
 use crate::metrics::Metrics;
-use crate::runtime::{Chain, ChainOutput, Routed, Router, StageError};
+use crate::runtime::{ChainOutput, Routed, Router, StageError};
 use crate::sink::{Budget, Chunk, OutputHandle};
 use boulder_batch::{Batch, Format};
 use dead_letters::panic_message;
-use std::collections::HashMap;
+pub use routing::{Routing, Tenant};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -92,54 +93,12 @@ pub enum Entry<'a> {
     Outputs(&'a str),
 }
 
-/// A tenant's chain and the writers of its outputs.
-pub struct Tenant {
-    name: String,
-    // Behind a lock so that a quarantined tenant's chain can be replaced while
-    // batches run (see `reload`); a batch holds the chain it started with.
-    chain: RwLock<Arc<Chain>>,
-    /// The outputs' writers.
-    pub outputs: Vec<OutputHandle>,
-    /// `limits.quarantine_after`.
-    pub quarantine_after: u32,
-    /// Batches failed in a row.
-    pub failures_in_a_row: AtomicU32,
-}
-
-impl Tenant {
-    /// A tenant that has not failed yet.
-    pub fn new(chain: Chain, outputs: Vec<OutputHandle>, quarantine_after: u32) -> Tenant {
-        Tenant {
-            name: chain.tenant().to_owned(),
-            chain: RwLock::new(Arc::new(chain)),
-            outputs,
-            quarantine_after,
-            failures_in_a_row: AtomicU32::new(0),
-        }
-    }
-
-    /// The tenant's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The chain batches run through now.
-    pub fn chain(&self) -> Arc<Chain> {
-        self.chain.read().expect("poisoned").clone()
-    }
-
-    /// Whether the tenant's batches skip the chain and go to the dead-letter queue.
-    pub fn quarantined(&self) -> bool {
-        self.quarantine_after > 0
-            && self.failures_in_a_row.load(Ordering::Relaxed) >= self.quarantine_after
-    }
-}
-
 /// Everything between the consumer and the writers.
 pub struct Pipeline {
-    router: Option<Router>,
-    tenants: Vec<Tenant>,
-    by_name: HashMap<String, usize>,
+    routing: RwLock<Arc<Routing>>,
+    /// Held while a new routing or chain is prepared and put in place, so that
+    /// two changes (a replaced file, a reloaded config) never race.
+    changing: Mutex<()>,
     dead_letters: mpsc::Sender<DeadLetter>,
     metrics: Arc<Metrics>,
     budget: Budget,
@@ -147,25 +106,18 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline over these tenants; without a router every point goes to the
-    /// only tenant.
+    /// A pipeline through `routing`.
     pub fn new(
-        router: Option<Router>,
-        tenants: Vec<Tenant>,
+        routing: Routing,
         dead_letters: mpsc::Sender<DeadLetter>,
         metrics: Arc<Metrics>,
         budget: Budget,
         config: &PipelineConfig,
     ) -> Pipeline {
-        let by_name = tenants
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name().to_owned(), i))
-            .collect();
+        routing.show(&metrics, true);
         Pipeline {
-            router,
-            tenants,
-            by_name,
+            routing: RwLock::new(Arc::new(routing)),
+            changing: Mutex::new(()),
             dead_letters,
             metrics,
             budget,
@@ -173,23 +125,30 @@ impl Pipeline {
         }
     }
 
-    /// The tenants, in config order.
-    pub fn tenants(&self) -> &[Tenant] {
-        &self.tenants
+    /// The routing that groups starting now run through.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.read().expect("poisoned").clone()
     }
 
-    /// Puts a new chain in place of a quarantined tenant's and lifts the quarantine.
-    pub fn replace_chain(&self, tenant: &Tenant, chain: Chain) {
-        *tenant.chain.write().expect("poisoned") = Arc::new(chain);
-        tenant.failures_in_a_row.store(0, Ordering::Relaxed);
-        self.metrics
-            .quarantined
-            .get_or_create(&Metrics::tenant(tenant.name()))
-            .set(0);
-        tracing::info!(
-            tenant = tenant.name(),
-            "tenant's component replaced: quarantine lifted"
-        );
+    /// The metrics the pipeline counts in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Runs `change` with the current routing while no other change runs; a
+    /// routing it returns is put in place for the groups that start from then
+    /// on. The old one is dropped when the last group holding it finishes, and
+    /// with it the writers of outputs only it had, once they wrote what they hold.
+    pub fn change<T>(&self, change: impl FnOnce(&Arc<Routing>) -> (Option<Routing>, T)) -> T {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.routing();
+        let (new, result) = change(&current);
+        if let Some(new) = new {
+            current.show(&self.metrics, false);
+            new.show(&self.metrics, true);
+            *self.routing.write().expect("poisoned") = Arc::new(new);
+        }
+        result
     }
 
     /// Processes a group of messages. Blocks while writers or the dead-letter queue
@@ -238,20 +197,23 @@ impl Pipeline {
     fn run_group(&self, messages: &[Consumed], now_ns: i64, entry: Entry<'_>) {
         #[cfg(feature = "fault-injection")]
         crate::faults::panic_if_asked(messages.iter().map(|m| &m.payload[..]));
+        // One routing for the whole group: a change while it runs applies to
+        // later groups.
+        let routing = self.routing();
         let batch = self.decode(messages, now_ns);
         if batch.len() <= self.max_points_per_call {
-            return self.run_chunk(messages, batch, entry);
+            return self.run_chunk(&routing, messages, batch, entry);
         }
         for chunk in narrow::chunks(&batch, self.max_points_per_call) {
-            self.run_chunk(messages, chunk, entry);
+            self.run_chunk(&routing, messages, chunk, entry);
         }
     }
 
     /// One chunk of a group, from `entry` on.
-    fn run_chunk(&self, messages: &[Consumed], batch: Batch, entry: Entry<'_>) {
-        let routed: Vec<(usize, Routed)> = match (entry, &self.router) {
-            (Entry::Chain(name) | Entry::Outputs(name), _) => match self.by_name.get(name) {
-                Some(&index) => vec![(index, Routed::Batch(batch))],
+    fn run_chunk(&self, routing: &Routing, messages: &[Consumed], batch: Batch, entry: Entry<'_>) {
+        let routed: Vec<(&Tenant, Routed)> = match (entry, &routing.router) {
+            (Entry::Chain(name) | Entry::Outputs(name), _) => match routing.tenant(name) {
+                Some(tenant) => vec![(tenant, Routed::Batch(batch))],
                 None => {
                     let reason = format!("no tenant {name:?} in this config");
                     self.dead_letter_batch(
@@ -266,17 +228,23 @@ impl Pipeline {
                     Vec::new()
                 }
             },
-            (Entry::Start, None) => vec![(0, Routed::Batch(batch))],
-            (Entry::Start, Some(router)) => self.route(messages, router, &batch),
+            (Entry::Start, None) => vec![(&routing.tenants[0], Routed::Batch(batch))],
+            (Entry::Start, Some(router)) => self.route(routing, messages, router, &batch),
         };
-        for (index, routed) in routed {
-            self.run_tenant(messages, &self.tenants[index], routed, entry);
+        for (tenant, routed) in routed {
+            self.run_tenant(messages, tenant, routed, entry);
         }
     }
 
     /// Routes a chunk: each tenant's points. A failed call is narrowed down to
     /// the messages it failed on, which are dead-lettered at stage `route`.
-    fn route(&self, messages: &[Consumed], router: &Router, batch: &Batch) -> Vec<(usize, Routed)> {
+    fn route<'r>(
+        &self,
+        routing: &'r Routing,
+        messages: &[Consumed],
+        router: &Router,
+        batch: &Batch,
+    ) -> Vec<(&'r Tenant, Routed)> {
         let outputs = match router.route(batch) {
             Ok(output) => vec![output],
             Err(error) => {
@@ -294,7 +262,7 @@ impl Pipeline {
                 output
                     .by_tenant
                     .into_iter()
-                    .filter_map(|(name, b)| Some((*self.by_name.get(&name)?, b))),
+                    .filter_map(|(name, b)| Some((&**routing.tenant(&name)?, b))),
             );
         }
         routed

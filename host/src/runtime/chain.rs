@@ -119,6 +119,34 @@ impl AnyStage {
             AnyStage::Native(stage) => stage.id(),
         }
     }
+
+    /// The file of a sandboxed component, with the content hash of what was
+    /// loaded from it; `None` for a built-in run natively.
+    pub fn file(&self) -> Option<(&std::path::Path, &str)> {
+        match self {
+            AnyStage::Wasm(stage) => {
+                let component = stage.component();
+                Some((&component.path, &component.sha256))
+            }
+            AnyStage::Native(_) => None,
+        }
+    }
+
+    /// `(stage, component, sha256)` as [`crate::metrics::Metrics::show_components`]
+    /// shows it: the stage is `router` or the position in the chain; the hash is
+    /// `native` for a built-in run natively.
+    pub fn fingerprint(&self) -> (String, &str, &str) {
+        let id = self.id();
+        let stage = match id.tenant {
+            None => "router".to_owned(),
+            Some(_) => id.position.to_string(),
+        };
+        (
+            stage,
+            &id.component,
+            self.file().map_or("native", |(_, h)| h),
+        )
+    }
 }
 
 /// A batch between two stages, in whichever form the last stage left it.
@@ -202,17 +230,8 @@ impl Chain {
 
     /// The files of its sandboxed components, each with the content hash of what
     /// was loaded from it.
-    pub fn component_files(&self) -> Vec<(std::path::PathBuf, String)> {
-        self.stages
-            .iter()
-            .filter_map(|s| match s {
-                AnyStage::Wasm(stage) => {
-                    let component = stage.component();
-                    Some((component.path.clone(), component.sha256.clone()))
-                }
-                AnyStage::Native(_) => None,
-            })
-            .collect()
+    pub fn component_files(&self) -> Vec<(&std::path::Path, &str)> {
+        self.stages.iter().filter_map(AnyStage::file).collect()
     }
 
     /// The stages.
@@ -496,6 +515,11 @@ impl Router {
         )?;
         let tenants = config.tenants.iter().map(|t| t.name.clone()).collect();
         Ok(Some(Router { stage, tenants }))
+    }
+
+    /// The router's stage.
+    pub fn stage(&self) -> &AnyStage {
+        &self.stage
     }
 
     /// Splits a batch by tenant.

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use wasmtime::component::Component;
 
 /// The only import a transform may have.
@@ -43,9 +43,10 @@ impl std::fmt::Debug for LoadedComponent {
     }
 }
 
-/// Components already loaded in this process, by content hash.
+/// Components loaded in this process and still in use, by content hash: a version
+/// swapped out (see `reload`) is freed with the last stage that ran it.
 #[derive(Default)]
-pub(crate) struct Loaded(Mutex<HashMap<String, Arc<LoadedComponent>>>);
+pub(crate) struct Loaded(Mutex<HashMap<String, Weak<LoadedComponent>>>);
 
 impl Runtime {
     /// Where the component named `name` in the config lives: a path (relative to
@@ -79,8 +80,15 @@ impl Runtime {
             source,
         })?;
         let sha256 = content_hash(&bytes);
-        if let Some(loaded) = self.loaded.0.lock().expect("poisoned").get(&sha256) {
-            return Ok(loaded.clone());
+        let in_use = self
+            .loaded
+            .0
+            .lock()
+            .expect("poisoned")
+            .get(&sha256)
+            .and_then(Weak::upgrade);
+        if let Some(loaded) = in_use {
+            return Ok(loaded);
         }
         let invalid = |reason: String| LoadError::Invalid {
             name: name.to_owned(),
@@ -102,11 +110,9 @@ impl Runtime {
             sha256: sha256.clone(),
             pre,
         });
-        self.loaded
-            .0
-            .lock()
-            .expect("poisoned")
-            .insert(sha256, loaded.clone());
+        let mut in_use = self.loaded.0.lock().expect("poisoned");
+        in_use.retain(|_, c| c.strong_count() > 0);
+        in_use.insert(sha256, Arc::downgrade(&loaded));
         Ok(loaded)
     }
 

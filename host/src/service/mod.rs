@@ -7,22 +7,24 @@
 //! dead-letter topic instead.
 
 mod consume;
+mod reconfigure;
 mod signals;
 
 use crate::ack::Tracker;
-use crate::config::Config;
+use crate::config::{Config, TenantConfig};
 use crate::dlq::{DeadLetter, Dlq};
 use crate::kafka::{self, Inputs};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Tenant};
+use crate::pipeline::{Pipeline, Routing, Tenant};
 use crate::runtime::{Chain, Router, Runtime};
-use crate::sink::{self, http::Endpoint, Budget};
+use crate::sink::http::{Endpoint, HttpClient};
+use crate::sink::{self, Budget, OutputHandle};
 use crate::status::{self, Status};
 use anyhow::{bail, Context, Result};
 use consume::Consumption;
 use rdkafka::consumer::Consumer;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +60,7 @@ pub async fn run(
     let kafka_config = config.kafka.as_ref().expect("checked");
     let service = Service::start(&config, router, chains, metrics.clone()).await?;
     let _ = status.dead_letter_queue.set(service.dlq.health());
-    crate::reload::spawn_watcher(Arc::downgrade(&service.pipeline), runtime, config.clone());
+    crate::reload::spawn_watcher(Arc::downgrade(&service.pipeline), runtime.clone());
 
     let inputs = Arc::new(Inputs::new(&config.inputs).map_err(anyhow::Error::msg)?);
     let consumer = Arc::new(
@@ -83,6 +85,13 @@ pub async fn run(
     // from then on is a clean stop, never the default action.
     let signals = signals::Signals::install()?;
     tokio::spawn(signals.stop_on_signal(stop_consuming.clone(), config.pipeline.shutdown_timeout));
+    let reloads = tokio::spawn(reconfigure::reload_on_hangup(
+        signals::Signals::hangups()?,
+        config.path.clone(),
+        Arc::downgrade(&service.pipeline),
+        runtime.clone(),
+        service.writers.clone(),
+    ));
     tracing::info!(
         brokers = %kafka_config.brokers,
         group = %kafka_config.group_id,
@@ -104,6 +113,8 @@ pub async fn run(
     };
     consumption.run(stop_consuming).await;
     status.consuming.store(false, Ordering::Relaxed);
+    // No reload from here on: the routing stays as the last groups left it.
+    reloads.abort();
 
     // Every group is handed off; let the writers and the dead-letter queue finish,
     // then commit what they confirmed.
@@ -126,7 +137,8 @@ pub struct Service {
     pub pipeline: Arc<Pipeline>,
     /// The dead-letter producer.
     pub dlq: Arc<Dlq>,
-    writers: Vec<tokio::task::JoinHandle<()>>,
+    /// The outputs' writers, which a config reload adds to.
+    pub writers: Arc<Writers>,
     dead_letter_task: tokio::task::JoinHandle<()>,
 }
 
@@ -134,7 +146,7 @@ impl Service {
     /// Makes sure the dead-letter topic exists, starts a writer per output and the
     /// dead-letter sender, and builds the pipeline.
     pub async fn start(
-        config: &Config,
+        config: &Arc<Config>,
         router: Option<Router>,
         chains: Vec<Chain>,
         metrics: Arc<Metrics>,
@@ -150,45 +162,20 @@ impl Service {
             Dlq::new(kafka_config, dlq_config, metrics.clone())
                 .context("creating the dead-letter producer")?,
         );
-        let client = sink::http::client().context("loading the system's CA certificates")?;
-
-        let mut writers = Vec::new();
+        let writers = Arc::new(Writers {
+            client: sink::http::client().context("loading the system's CA certificates")?,
+            dlq: dlq.clone(),
+            metrics: metrics.clone(),
+            tasks: Mutex::default(),
+        });
         let mut tenants = Vec::new();
         for (tenant_config, chain) in config.tenants.iter().zip(chains) {
-            let mut outputs = Vec::new();
-            for (i, output) in tenant_config.outputs.iter().enumerate() {
-                let name = output
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("{}-{}", tenant_config.name, i + 1));
-                let token = match &output.token_env {
-                    Some(var) => Some(std::env::var(var).with_context(|| {
-                        format!(
-                            "tenant {:?} output {name:?}: token_env {var:?} is not set",
-                            tenant_config.name
-                        )
-                    })?),
-                    None => None,
-                };
-                let endpoint =
-                    Endpoint::new(output, token.as_deref()).map_err(anyhow::Error::msg)?;
-                let (handle, task) = sink::spawn(
-                    &tenant_config.name,
-                    name,
-                    output,
-                    endpoint,
-                    client.clone(),
-                    dlq.clone(),
-                    metrics.clone(),
-                );
-                outputs.push(handle);
-                writers.push(task);
-            }
-            tenants.push(Tenant::new(
+            let outputs = writers.outputs(tenant_config, None)?;
+            tenants.push(Arc::new(Tenant::new(
                 chain,
                 outputs,
                 tenant_config.limits.quarantine_after,
-            ));
+            )));
         }
 
         let (dead_letters, dead_letter_rx) = mpsc::channel::<DeadLetter>(DEAD_LETTER_QUEUE);
@@ -197,8 +184,7 @@ impl Service {
             send_dead_letters(dlq.clone(), dead_letter_rx),
         );
         let pipeline = Arc::new(Pipeline::new(
-            router,
-            tenants,
+            Routing::new(config.clone(), router.map(Arc::new), tenants),
             dead_letters,
             metrics.clone(),
             Budget::new(
@@ -219,11 +205,79 @@ impl Service {
     /// call once every other handle of the pipeline is dropped.
     pub async fn finish(self) {
         drop(self.pipeline);
-        for w in self.writers {
-            let _ = w.await;
+        let tasks = std::mem::take(&mut *self.writers.tasks.lock().expect("poisoned"));
+        for task in tasks {
+            let _ = task.await;
         }
         let _ = self.dead_letter_task.await;
     }
+}
+
+/// Starts the writers of tenants' outputs, at start and on a config reload, and
+/// keeps their tasks so that a stop waits for what they hold. A writer stops once
+/// no routing has its output any more and it wrote (or dead-lettered) the rest.
+pub struct Writers {
+    client: HttpClient,
+    dlq: Arc<Dlq>,
+    metrics: Arc<Metrics>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Writers {
+    /// The writers of `tenant`'s outputs: the running one of `was` (the tenant as it
+    /// was configured and runs) for each output whose config is unchanged, a new
+    /// one for each other. Fails if an output's token variable is not set.
+    pub fn outputs(
+        &self,
+        tenant: &TenantConfig,
+        was: Option<(&TenantConfig, &Tenant)>,
+    ) -> Result<Vec<OutputHandle>> {
+        let mut outputs = Vec::new();
+        for (i, output) in tenant.outputs.iter().enumerate() {
+            let name = output_name(tenant, i);
+            let running = was.and_then(|(config, running)| {
+                let j = (0..config.outputs.len()).find(|&j| output_name(config, j) == name)?;
+                let handle = running.outputs.iter().find(|h| *h.name == *name)?;
+                (config.outputs[j] == *output).then(|| handle.clone())
+            });
+            if let Some(handle) = running {
+                outputs.push(handle);
+                continue;
+            }
+            let token = match &output.token_env {
+                Some(var) => Some(std::env::var(var).with_context(|| {
+                    format!(
+                        "tenant {:?} output {name:?}: token_env {var:?} is not set",
+                        tenant.name
+                    )
+                })?),
+                None => None,
+            };
+            let endpoint = Endpoint::new(output, token.as_deref()).map_err(anyhow::Error::msg)?;
+            let (handle, task) = sink::spawn(
+                &tenant.name,
+                name,
+                output,
+                endpoint,
+                self.client.clone(),
+                self.dlq.clone(),
+                self.metrics.clone(),
+            );
+            outputs.push(handle);
+            let mut tasks = self.tasks.lock().expect("poisoned");
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+        Ok(outputs)
+    }
+}
+
+/// The name of a tenant's `i`th output: its own, or `<tenant>-<i + 1>`.
+fn output_name(tenant: &TenantConfig, i: usize) -> String {
+    tenant.outputs[i]
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", tenant.name, i + 1))
 }
 
 async fn send_dead_letters(dlq: Arc<Dlq>, mut rx: mpsc::Receiver<DeadLetter>) {

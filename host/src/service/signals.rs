@@ -1,7 +1,8 @@
 //! Stopping: the first SIGINT or SIGTERM stops consumption and lets what is in
 //! flight finish; a second one, or `pipeline.shutdown_timeout` passing, exits at
 //! once. Offsets stored so far were committed by librdkafka; the rest is consumed
-//! again by the next process (at-least-once).
+//! again by the next process (at-least-once). SIGHUP reloads the config
+//! (`reconfigure`).
 
 use anyhow::{Context, Result};
 use std::time::Duration;
@@ -20,6 +21,11 @@ impl Signals {
             interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
             terminate: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
         })
+    }
+
+    /// SIGHUPs, caught from now on (instead of their default action, exiting).
+    pub(super) fn hangups() -> Result<Signal> {
+        signal(SignalKind::hangup()).context("installing a SIGHUP handler")
     }
 
     /// The next SIGINT or SIGTERM.
