@@ -7,7 +7,9 @@
 //! After criterion's figures it prints the sandbox's cost as a ratio, measured by
 //! alternating the two variants in one run so that machine noise hits both alike,
 //! and what a chain of stages that change nothing (tests/guests/keep-all) costs:
-//! the boundary's share of the sandboxed chain.
+//! the boundary's share of the sandboxed chain. The `limits` group is what a
+//! tenant's ingestion limits cost per point: a rate whose bucket has room (the
+//! usual case), and active series (every point hashed and looked up).
 
 use boulder::config::Config;
 use boulder::decode::{self, Precision};
@@ -369,7 +371,37 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decoders, chains, codec, encoding);
+fn limits(c: &mut Criterion) {
+    use boulder::config::Limits;
+    use boulder::pipeline::limits::TenantLimits;
+    let input = input_batch();
+    let mut group = c.benchmark_group("limits");
+    group.throughput(Throughput::Elements(BATCH_POINTS as u64));
+    let rate = TenantLimits::new(&Limits {
+        points_per_second: Some(u32::MAX),
+        ..Limits::default()
+    })
+    .expect("a limit");
+    group.bench_function("rate", |b| {
+        b.iter(|| black_box(rate.admit_all(black_box(BATCH_POINTS), Instant::now())))
+    });
+    // Room for every series of the input: each point is looked up, none refused.
+    let series = TenantLimits::new(&Limits {
+        max_series: Some(100_000),
+        ..Limits::default()
+    })
+    .expect("a limit");
+    group.bench_function("series", |b| {
+        b.iter(|| {
+            let over = series.over(&input, Instant::now());
+            assert!(over.is_empty());
+            black_box(over)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decoders, chains, codec, encoding, limits);
 
 fn main() {
     // As `boulder` itself runs.

@@ -422,6 +422,36 @@ pub struct Limits {
     /// Default: 5.
     #[serde(default = "default_quarantine_after")]
     pub quarantine_after: u32,
+    /// Ingestion rate a tenant may send, in points per second, counted after the
+    /// router and before the chain (a tenant's own code cannot opt out). A token
+    /// bucket: up to `burst` points at once, refilled at this rate. Default: none.
+    pub points_per_second: Option<u32>,
+    /// The token bucket's size. Default: `points_per_second` (one second's worth).
+    pub burst: Option<u32>,
+    /// Most active series (measurement and tags, as the router left them) the
+    /// tenant may have: a point of a series not seen within `series_window` is
+    /// refused once this many are active; known series flow on. Kept as 64-bit
+    /// hashes, at most ~40 bytes per series. Default: none.
+    pub max_series: Option<u32>,
+    /// How long a series stays active after its last point. Default: 1h.
+    #[serde(default = "default_series_window", with = "humantime_serde")]
+    pub series_window: Duration,
+    /// What happens to points over a limit: `dead-letter` (stage `limit`, class
+    /// `boulder.limit.rate` or `boulder.limit.series`) or `drop`; both are
+    /// counted in `boulder_points_limited_total`. Default: `dead-letter`.
+    #[serde(default)]
+    pub over_limit: OverLimit,
+}
+
+/// What happens to a tenant's points over one of its ingestion limits.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverLimit {
+    /// To the dead-letter queue, for replay once the limit is raised.
+    #[default]
+    DeadLetter,
+    /// Dropped, and counted.
+    Drop,
 }
 
 impl Default for Limits {
@@ -431,8 +461,17 @@ impl Default for Limits {
             deadline_per_call: default_deadline_per_call(),
             max_output_ratio: default_max_output_ratio(),
             quarantine_after: default_quarantine_after(),
+            points_per_second: None,
+            burst: None,
+            max_series: None,
+            series_window: default_series_window(),
+            over_limit: OverLimit::default(),
         }
     }
+}
+
+fn default_series_window() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_dlq_partitions() -> i32 {
@@ -743,6 +782,32 @@ impl Config {
         if limits.max_output_ratio == 0 {
             return Err(self.invalid(format!("{key}.max_output_ratio"), "must be at least 1"));
         }
+        let ingestion = [
+            ("points_per_second", limits.points_per_second),
+            ("burst", limits.burst),
+            ("max_series", limits.max_series),
+        ];
+        for (name, value) in ingestion {
+            match value {
+                Some(_) if key == "router.limits" => {
+                    return Err(self.invalid(
+                        format!("{key}.{name}"),
+                        "ingestion limits are per tenant: set them in [tenants.limits]",
+                    ))
+                }
+                Some(0) => return Err(self.invalid(format!("{key}.{name}"), "must be at least 1")),
+                _ => {}
+            }
+        }
+        if limits.burst.is_some() && limits.points_per_second.is_none() {
+            return Err(self.invalid(
+                format!("{key}.burst"),
+                "is the bucket of points_per_second, which is not set",
+            ));
+        }
+        if limits.series_window < Duration::from_secs(1) {
+            return Err(self.invalid(format!("{key}.series_window"), "must be at least 1s"));
+        }
         Ok(())
     }
 
@@ -864,6 +929,26 @@ mod tests {
             (
                 "[[tenants]]\nname = \"a\"\noutputs = [{ url = \"http://h/w\", hold_on = [401, 204] }]",
                 "tenants[0].outputs[0].hold_on: 204 is not an error status (400-599)",
+            ),
+            (
+                "[router]\ncomponent = \"route\"\nlimits = { points_per_second = 10 }",
+                "router.limits.points_per_second: ingestion limits are per tenant",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\nlimits = { max_series = 0 }",
+                "tenants[0].limits.max_series: must be at least 1",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\nlimits = { burst = 10 }",
+                "tenants[0].limits.burst: is the bucket of points_per_second, which is not set",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\nlimits = { max_series = 9, series_window = \"10ms\" }",
+                "tenants[0].limits.series_window: must be at least 1s",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\nlimits = { over_limit = \"ignore\" }",
+                "unknown variant `ignore`, expected `dead-letter` or `drop`",
             ),
         ];
         for (text, want) in cases {

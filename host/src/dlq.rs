@@ -9,7 +9,7 @@
 //! | header | value |
 //! |---|---|
 //! | `__connect.errors.topic` / `.partition` / `.offset` | where the message came from |
-//! | `__connect.errors.stage` | `decode`, `route`, `transform`, `write` or `internal` |
+//! | `__connect.errors.stage` | `decode`, `route`, `limit`, `transform`, `write` or `internal` |
 //! | `__connect.errors.exception.class.name` | a short class, e.g. `boulder.decode` |
 //! | `__connect.errors.exception.message` | the reason |
 //! | `boulder.tenant` / `boulder.component` / `boulder.output` | when known |
@@ -71,6 +71,8 @@ pub enum Stage {
     Decode,
     /// The router dead-lettered the point, failed, or named no known tenant.
     Route,
+    /// The point was over one of its tenant's ingestion limits (`limits.*`).
+    Limit,
     /// A tenant's stage dead-lettered the point or failed on its batch.
     Transform,
     /// The sink refused the write, or retries ran out.
@@ -86,6 +88,7 @@ impl Stage {
         match self {
             Stage::Decode => "decode",
             Stage::Route => "route",
+            Stage::Limit => "limit",
             Stage::Transform => "transform",
             Stage::Write => "write",
             Stage::Internal => "internal",

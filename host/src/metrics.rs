@@ -76,6 +76,15 @@ pub struct ComponentLabels {
     pub sha256: String,
 }
 
+/// A tenant's ingestion limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The tenant.
+    pub tenant: String,
+    /// `rate` or `series`.
+    pub limit: String,
+}
+
 /// How an attempt ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -100,7 +109,7 @@ pub struct Metrics {
     pub messages_consumed: Family<FormatLabel, Counter>,
     /// Points decoded, by input format.
     pub points_decoded: Family<FormatLabel, Counter>,
-    /// Points that entered a tenant's chain.
+    /// Points routed to a tenant (before its limits and its chain).
     pub points_in: Family<TenantLabel, Counter>,
     /// Points written to an output.
     pub points_written: Family<OutputLabels, Counter>,
@@ -136,6 +145,11 @@ pub struct Metrics {
     /// Changed component files that failed to load or `init` (the running
     /// version kept running), by tenant (empty for the router).
     pub component_load_failures: Family<TenantLabel, Counter>,
+    /// Points over a tenant's ingestion limit (dead-lettered or dropped as its
+    /// `limits.over_limit` says).
+    pub points_limited: Family<LimitLabels, Counter>,
+    /// Series a tenant with `limits.max_series` had active at its last batch.
+    pub tenant_active_series: Family<TenantLabel, Gauge>,
     /// Config reloads (SIGHUP), applied or refused.
     pub config_reloads: Family<ResultLabel, Counter>,
     /// Points handed to outputs and not yet written or dead-lettered.
@@ -190,6 +204,8 @@ impl Metrics {
             component_info: Family::default(),
             component_load_failures: Family::default(),
             config_reloads: Family::default(),
+            points_limited: Family::default(),
+            tenant_active_series: Family::default(),
             messages_in_flight: Gauge::default(),
             points_in_flight: Gauge::default(),
             consumer_paused: Gauge::default(),
@@ -207,7 +223,7 @@ impl Metrics {
         r.register("points_decoded", "Points decoded", m.points_decoded.clone());
         r.register(
             "points_in",
-            "Points that entered a tenant's chain",
+            "Points routed to a tenant (before its limits and its chain)",
             m.points_in.clone(),
         );
         r.register(
@@ -289,6 +305,16 @@ impl Metrics {
             "component_load_failures",
             "Changed component files that failed to load or init; the running version was kept",
             m.component_load_failures.clone(),
+        );
+        r.register(
+            "points_limited",
+            "Points over a tenant's ingestion limit (rate or series), dead-lettered or dropped",
+            m.points_limited.clone(),
+        );
+        r.register(
+            "tenant_active_series",
+            "Active series of a tenant with limits.max_series",
+            m.tenant_active_series.clone(),
         );
         r.register(
             "config_reloads",

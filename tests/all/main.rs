@@ -10,6 +10,7 @@ mod hostile;
 mod isolation;
 mod kafka_e2e;
 mod layout;
+mod limits;
 mod new_crate;
 mod reload;
 mod replay;

@@ -47,7 +47,7 @@ pub struct ReplayArgs {
     group: Option<String>,
 }
 
-const STAGES: [&str; 5] = ["decode", "route", "transform", "write", "internal"];
+const STAGES: [&str; 6] = ["decode", "route", "limit", "transform", "write", "internal"];
 /// Replay ends after this long without a record, even short of the end.
 const IDLE: Duration = Duration::from_secs(5);
 /// ...and this long without a record once past the end. Neither clock runs until

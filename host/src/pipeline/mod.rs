@@ -12,19 +12,21 @@
 //! thread, never on the async reactor. A panic in it is caught per group.
 
 mod dead_letters;
+pub mod limits;
 pub mod narrow;
 mod routing;
 
 use crate::ack::Ack;
-use crate::config::PipelineConfig;
+use crate::config::{OverLimit, PipelineConfig};
 use crate::decode::{self, Precision};
 use crate::dlq::{DeadLetter, Stage};
 use crate::encode::line_protocol;
-use crate::metrics::Metrics;
+use crate::metrics::{LimitLabels, Metrics};
 use crate::runtime::{ChainOutput, Routed, Router, StageError};
 use crate::sink::{Budget, Chunk, OutputHandle};
 use boulder_batch::{Batch, Format};
 use dead_letters::panic_message;
+use limits::{Limit, TenantLimits};
 pub use routing::{Routing, Tenant};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -279,6 +281,14 @@ impl Pipeline {
         if let Entry::Outputs(_) = entry {
             return self.hand_off(messages, tenant, &routed.batch());
         }
+        // Points past the chain (replayed from `transform`) were admitted once.
+        let routed = match (&tenant.limits, entry) {
+            (Some(limits), Entry::Start) => match self.limit(messages, tenant, limits, routed) {
+                Some(routed) => routed,
+                None => return,
+            },
+            _ => routed,
+        };
         if tenant.quarantined() {
             return self.quarantined(messages, tenant, &routed.batch());
         }
@@ -314,6 +324,70 @@ impl Pipeline {
         }
         for (points, error) in &narrowed.failed {
             self.failed(messages, &batch, points, Stage::Transform, error);
+        }
+    }
+
+    /// The points of `routed` within the tenant's limits, if any; those over a
+    /// limit are dead-lettered (stage `limit`) or dropped, and counted.
+    fn limit(
+        &self,
+        messages: &[Consumed],
+        tenant: &Tenant,
+        limits: &TenantLimits,
+        routed: Routed,
+    ) -> Option<Routed> {
+        let now = Instant::now();
+        if limits.admit_all(routed.len(), now) {
+            return Some(routed);
+        }
+        let kept = {
+            let batch = routed.batch();
+            let over = limits.over(&batch, now);
+            if let Some(active) = limits.active_series() {
+                self.metrics
+                    .tenant_active_series
+                    .get_or_create(&Metrics::tenant(tenant.name()))
+                    .set(active as i64);
+            }
+            if over.is_empty() {
+                None
+            } else {
+                for limit in [Limit::Rate, Limit::Series] {
+                    let points: Vec<usize> =
+                        over.iter().filter(|o| o.1 == limit).map(|o| o.0).collect();
+                    if points.is_empty() {
+                        continue;
+                    }
+                    let labels = LimitLabels {
+                        tenant: tenant.name().to_owned(),
+                        limit: limit.name().to_owned(),
+                    };
+                    let limited = self.metrics.points_limited.get_or_create(&labels);
+                    limited.inc_by(points.len() as u64);
+                    if limits.over_limit == OverLimit::DeadLetter {
+                        self.dead_letter_batch(
+                            messages,
+                            &batch,
+                            points,
+                            Stage::Limit,
+                            &format!("boulder.limit.{}", limit.name()),
+                            &limits.reason(tenant.name(), limit),
+                            (Some(tenant.name()), ""),
+                        );
+                    }
+                }
+                let mut is_over = vec![false; batch.len()];
+                for (i, _) in &over {
+                    is_over[*i] = true;
+                }
+                let kept: Vec<usize> = (0..batch.len()).filter(|&i| !is_over[i]).collect();
+                Some(batch.select(&kept))
+            }
+        };
+        match kept {
+            None => Some(routed),
+            Some(kept) if kept.is_empty() => None,
+            Some(kept) => Some(Routed::Batch(kept)),
         }
     }
 

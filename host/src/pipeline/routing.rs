@@ -5,7 +5,8 @@
 //! groups that started keep what they took, later groups get the new one, so no
 //! point goes through two versions.
 
-use crate::config::Config;
+use super::limits::TenantLimits;
+use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
 use crate::runtime::{AnyStage, Chain, Router};
 use crate::sink::OutputHandle;
@@ -23,18 +24,21 @@ pub struct Tenant {
     pub outputs: Vec<OutputHandle>,
     /// `limits.quarantine_after`.
     pub quarantine_after: u32,
+    /// Its ingestion limits, if it has any.
+    pub limits: Option<TenantLimits>,
     /// Batches failed in a row.
     pub failures_in_a_row: AtomicU32,
 }
 
 impl Tenant {
-    /// A tenant that has not failed yet.
-    pub fn new(chain: Chain, outputs: Vec<OutputHandle>, quarantine_after: u32) -> Tenant {
+    /// A tenant that has not failed yet, nor sent anything.
+    pub fn new(chain: Chain, outputs: Vec<OutputHandle>, limits: &Limits) -> Tenant {
         Tenant {
             name: chain.tenant().to_owned(),
             chain: RwLock::new(Arc::new(chain)),
             outputs,
-            quarantine_after,
+            quarantine_after: limits.quarantine_after,
+            limits: TenantLimits::new(limits),
             failures_in_a_row: AtomicU32::new(0),
         }
     }

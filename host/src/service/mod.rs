@@ -171,11 +171,7 @@ impl Service {
         let mut tenants = Vec::new();
         for (tenant_config, chain) in config.tenants.iter().zip(chains) {
             let outputs = writers.outputs(tenant_config, None)?;
-            tenants.push(Arc::new(Tenant::new(
-                chain,
-                outputs,
-                tenant_config.limits.quarantine_after,
-            )));
+            tenants.push(Arc::new(Tenant::new(chain, outputs, &tenant_config.limits)));
         }
 
         let (dead_letters, dead_letter_rx) = mpsc::channel::<DeadLetter>(DEAD_LETTER_QUEUE);

@@ -85,11 +85,7 @@ fn apply(
         }
         let chain = Chain::load(runtime, &new, tenant)?;
         let outputs = writers.outputs(tenant, was.map(|(c, r)| (c, &**r)))?;
-        tenants.push(Arc::new(Tenant::new(
-            chain,
-            outputs,
-            tenant.limits.quarantine_after,
-        )));
+        tenants.push(Arc::new(Tenant::new(chain, outputs, &tenant.limits)));
     }
     changes.removed = old
         .tenants
