@@ -9,7 +9,8 @@
 # - libssl-dev and pkg-config, for librdkafka's TLS support;
 # - libisal-dev: ISA-L's igzip, which compresses the outputs' bodies at gzip level 1
 #   (the binary then needs libisal2 where it runs);
-# - python3 and curl, which the demo and the benchmark use.
+# - python3 and curl, which the demo and the benchmark use; patch, which the tenant
+#   guide (docs/TENANTS.md) uses and its test runs.
 # The host itself builds with the machine's rustup toolchain (stable >= 1.95).
 set -euo pipefail
 
@@ -17,7 +18,7 @@ sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
 
 missing=()
-for pkg in rustc-web cargo-web rust-web-src lld-22 victoria-metrics libssl-dev pkg-config libisal-dev python3 curl; do
+for pkg in rustc-web cargo-web rust-web-src lld-22 victoria-metrics libssl-dev pkg-config libisal-dev python3 curl patch; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -8,22 +8,10 @@ use std::time::Duration;
 /// Two tenants routed by the tag `tenant`, each to its own VictoriaMetrics;
 /// `limited_limits` are the `limits` table of tenant `limited`.
 fn config(name: &str, limited_limits: &str) -> String {
-    base_config(
+    routed_by_tag(
         name,
-        "",
         &format!(
             r#"
-            [pipeline]
-            linger = "10ms"
-
-            [[inputs]]
-            topics = ["{name}"]
-            format = "influx-line"
-
-            [router]
-            component = "route"
-            params = {{ rules = [{{ tag = "tenant" }}] }}
-
             [[tenants]]
             name = "limited"
             limits = {limited_limits}

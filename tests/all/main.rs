@@ -4,6 +4,7 @@
 mod builtins;
 mod cli;
 mod containment;
+mod dashboard;
 mod delivery;
 mod guest_builds;
 mod hostile;
@@ -16,3 +17,4 @@ mod reload;
 mod replay;
 mod sink_failures;
 mod swap;
+mod tenant_guide;

@@ -20,26 +20,7 @@ fn routed(name: &str, tenants: &[(&str, &str)]) -> String {
             )
         })
         .collect();
-    base_config(
-        name,
-        "",
-        &format!(
-            r#"
-            [pipeline]
-            linger = "10ms"
-
-            [[inputs]]
-            topics = ["{name}"]
-            format = "influx-line"
-
-            [router]
-            component = "route"
-            params = {{ rules = [{{ tag = "tenant" }}] }}
-
-            {tenants}
-            "#
-        ),
-    )
+    routed_by_tag(name, &tenants)
 }
 
 /// Produces one point for `tenant` with value `v`, `v` seconds after `start_ms`.

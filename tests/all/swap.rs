@@ -58,15 +58,10 @@ fn a_component_replaced_twice_under_load_tags_every_point_with_exactly_one_versi
     ship(&wasm, &versioned(1));
     let boulder = Boulder::run(
         &name,
-        &base_config(
+        &influx_config(
             &name,
-            "",
             &format!(
                 r#"
-                [[inputs]]
-                topics = ["{name}"]
-                format = "influx-line"
-
                 [[tenants]]
                 name = "ops"
                 chain = [{{ component = {wasm:?} }}]

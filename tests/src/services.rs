@@ -264,6 +264,33 @@ pub fn base_config(name: &str, kafka_options: &str, rest: &str) -> String {
     base_config_with_dlq(name, kafka_options, "", rest)
 }
 
+/// [`base_config`] with one input: topic `name`, in Influx line protocol.
+pub fn influx_config(name: &str, rest: &str) -> String {
+    let input = format!("[[inputs]]\ntopics = [\"{name}\"]\nformat = \"influx-line\"\n");
+    base_config(name, "", &format!("{input}{rest}"))
+}
+
+/// [`influx_config`] for several tenants (`tenants`, TOML): the built-in router
+/// sends each point to the tenant its tag `tenant` names, and groups are handed on
+/// quickly.
+pub fn routed_by_tag(name: &str, tenants: &str) -> String {
+    influx_config(
+        name,
+        &format!(
+            r#"
+            [pipeline]
+            linger = "10ms"
+
+            [router]
+            component = "route"
+            params = {{ rules = [{{ tag = "tenant" }}] }}
+
+            {tenants}
+            "#
+        ),
+    )
+}
+
 /// [`base_config`] with more keys for the `[dlq]` table (`dlq_extra`, e.g.
 /// `create = false`).
 pub fn base_config_with_dlq(

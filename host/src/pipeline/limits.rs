@@ -135,6 +135,13 @@ impl TenantLimits {
         over
     }
 
+    /// The limits that are set.
+    pub fn limits(&self) -> impl Iterator<Item = Limit> {
+        let rate = self.rate.is_some().then_some(Limit::Rate);
+        let series = self.series.is_some().then_some(Limit::Series);
+        rate.into_iter().chain(series)
+    }
+
     /// Active series now (as of the last sweep), if `max_series` is set.
     pub fn active_series(&self) -> Option<usize> {
         let series = self.series.as_ref()?;

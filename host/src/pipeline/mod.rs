@@ -117,6 +117,7 @@ impl Pipeline {
         config: &PipelineConfig,
     ) -> Pipeline {
         routing.show(&metrics, true);
+        routing.create_series(&metrics);
         Pipeline {
             routing: RwLock::new(Arc::new(routing)),
             changing: Mutex::new(()),
@@ -148,6 +149,7 @@ impl Pipeline {
         if let Some(new) = new {
             current.show(&self.metrics, false);
             new.show(&self.metrics, true);
+            new.create_series(&self.metrics);
             *self.routing.write().expect("poisoned") = Arc::new(new);
         }
         result

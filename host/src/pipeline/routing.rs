@@ -7,7 +7,7 @@
 
 use super::limits::TenantLimits;
 use crate::config::{Config, Limits};
-use crate::metrics::Metrics;
+use crate::metrics::{LimitLabels, Metrics};
 use crate::runtime::{AnyStage, Chain, Router};
 use crate::sink::OutputHandle;
 use std::collections::HashMap;
@@ -120,6 +120,38 @@ impl Routing {
     /// The same tenants behind another router.
     pub fn with_router(&self, router: Option<Arc<Router>>) -> Routing {
         Routing::new(self.config.clone(), router, self.tenants.clone())
+    }
+
+    /// Creates each tenant's and output's series at 0, so that `/metrics` (and
+    /// dashboards) show a tenant that has sent nothing yet, or never failed, as 0
+    /// rather than as no data.
+    pub fn create_series(&self, metrics: &Metrics) {
+        let _ = metrics
+            .component_load_failures
+            .get_or_create(&Metrics::tenant(""));
+        for tenant in &self.tenants {
+            let name = Metrics::tenant(tenant.name());
+            let _ = metrics.points_in.get_or_create(&name);
+            let _ = metrics.quarantined.get_or_create(&name);
+            let _ = metrics.component_load_failures.get_or_create(&name);
+            for output in &tenant.outputs {
+                let labels = Metrics::output(tenant.name(), &output.name);
+                let _ = metrics.points_written.get_or_create(&labels);
+                let _ = metrics.write_retries.get_or_create(&labels);
+                let _ = metrics.output_held.get_or_create(&labels);
+            }
+            if let Some(limits) = &tenant.limits {
+                for limit in limits.limits() {
+                    let _ = metrics.points_limited.get_or_create(&LimitLabels {
+                        tenant: tenant.name().to_owned(),
+                        limit: limit.name().to_owned(),
+                    });
+                }
+                if limits.active_series().is_some() {
+                    let _ = metrics.tenant_active_series.get_or_create(&name);
+                }
+            }
+        }
     }
 
     /// Shows (or removes) this routing's components in `boulder_component_info`.
