@@ -156,3 +156,60 @@ fn a_refused_config_keeps_the_running_one_flowing() {
     );
     assert!(boulder.stop().success());
 }
+
+/// An output removed by SIGHUP while its sink is down keeps its writer until the
+/// points it holds are written: the new output gets the points after the reload,
+/// the old one the points before it, once its sink is back; nothing is lost or
+/// dead-lettered.
+#[test]
+fn a_removed_outputs_points_in_flight_are_written_first() {
+    use boulder_tests::stub_sink::StubSink;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    require_services();
+    let name = unique("unplugged");
+    create_topic(&name, 1);
+    let start_ms = now_ms() - 60_000;
+    let recovered = Arc::new(AtomicBool::new(false));
+    let old = StubSink::down_until(recovered.clone());
+    let config = |url: &str| {
+        routed_by_tag(
+            &name,
+            &format!(
+                "[[tenants]]\nname = \"a\"\noutputs = [{{ url = \"{url}/api/v2/write\", batch_age = \"50ms\" }}]\n"
+            ),
+        )
+    };
+    let boulder = Boulder::run(&name, &config(&old.url));
+    point(&name, start_ms, "a", 1);
+    boulder_tests::wait_until(
+        "a write attempt",
+        Duration::from_secs(30),
+        || boulder.log(),
+        || !old.received().is_empty(),
+    );
+
+    boulder.reload(&config(&vm_a()));
+    wait_reloads(&boulder, "applied", 1.0);
+    point(&name, start_ms, "a", 2);
+    let selector = format!(r#"{{__name__="reload",test="{name}"}}"#);
+    let series = wait_for_samples(&vm_a(), &selector, 1, Duration::from_secs(60), || {
+        boulder.log()
+    });
+    assert_eq!(
+        series[0].samples[0].1, 2.0,
+        "only the point after the reload"
+    );
+
+    recovered.store(true, Ordering::Relaxed);
+    boulder_tests::wait_until(
+        "the old output's write",
+        Duration::from_secs(60),
+        || boulder.log(),
+        || old.written_lines().len() == 1,
+    );
+    let written = old.written_lines();
+    assert!(written.iter().all(|l| l.contains(" v=1.0 ")), "{written:?}");
+    assert!(boulder.stop().success());
+    assert!(consume_all(&format!("{name}-dlq"), 1, Duration::from_secs(3)).is_empty());
+}

@@ -35,9 +35,16 @@ fn ship(path: &Path, bytes: &[u8]) {
 
 /// The `boulder_component_info` series of tenant `ops`, as their sha256 labels.
 fn running(boulder: &Boulder) -> Vec<String> {
+    running_for(boulder, "ops")
+}
+
+/// The `boulder_component_info` series of `tenant` (empty: the router), as their
+/// sha256 labels.
+fn running_for(boulder: &Boulder, tenant: &str) -> Vec<String> {
     let (_, text) = boulder.status("/metrics");
+    let tenant = format!(r#"tenant="{tenant}""#);
     text.lines()
-        .filter(|l| l.starts_with("boulder_component_info{") && l.contains(r#"tenant="ops""#))
+        .filter(|l| l.starts_with("boulder_component_info{") && l.contains(&tenant))
         .filter(|l| l.ends_with(" 1"))
         .filter_map(|l| Some(l.split("sha256=\"").nth(1)?.split('"').next()?.to_owned()))
         .collect()
@@ -164,4 +171,69 @@ fn a_component_replaced_twice_under_load_tags_every_point_with_exactly_one_versi
         Some(1.0)
     );
     assert!(boulder.stop().success());
+}
+
+/// The router's component is swapped like a tenant's: here for one that routes
+/// nowhere (`keep-all` names no tenant), so that points after the swap are
+/// dead-lettered at `route` while those before it were written.
+#[test]
+fn the_routers_component_is_swapped_live_too() {
+    require_services();
+    let name = unique("reroute");
+    create_topic(&name, 1);
+    let dir = root().join("target/test-swap").join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let router = dir.join("router.wasm");
+    let route = std::fs::read(components().join("route.wasm")).unwrap();
+    let keep_all = std::fs::read(components().join("keep-all.wasm")).unwrap();
+    ship(&router, &route);
+    let boulder = Boulder::run(
+        &name,
+        &influx_config(
+            &name,
+            &format!(
+                r#"
+                [router]
+                component = {router:?}
+                params = {{ rules = [{{ tag = "tenant" }}] }}
+
+                [[tenants]]
+                name = "ops"
+                outputs = [{{ url = "{vm}/api/v2/write", batch_age = "100ms" }}]
+                "#,
+                router = router.display().to_string(),
+                vm = vm_a(),
+            ),
+        ),
+    );
+    let start_ns = (now_ms() - 60_000) * 1_000_000;
+    let point = |v: i64| {
+        let line = format!("reroute,tenant=ops,test={name} v={v} {}\n", start_ns + v);
+        produce(&name, &[("k", line.into_bytes())]);
+    };
+    let wait_router = |wasm: &[u8]| {
+        poll(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || match running_for(&boulder, "") {
+                r if r == [content_hash(wasm)] => Ok(()),
+                r => Err(format!("router runs {r:?}\n{}", boulder.log())),
+            },
+        )
+    };
+    wait_router(&route);
+    point(1);
+    let selector = format!(r#"{{__name__="reroute",test="{name}"}}"#);
+    wait_for_samples(&vm_a(), &selector, 1, Duration::from_secs(60), || {
+        boulder.log()
+    });
+
+    ship(&router, &keep_all);
+    wait_router(&keep_all);
+    point(2);
+    let dead = consume_all(&format!("{name}-dlq"), 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1, "{}", boulder.log());
+    assert_eq!(headers(&dead[0])["__connect.errors.stage"], "route");
+    assert!(boulder.stop().success());
+    assert_eq!(export(&vm_a(), &selector)[0].samples.len(), 1);
 }
