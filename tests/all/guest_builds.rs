@@ -20,14 +20,7 @@ fn with_guest_env(script: &str, dir: &std::path::Path) -> Command {
 
 #[test]
 fn an_out_of_tree_tenant_crate_builds_with_cargo_component_and_runs_under_transform() {
-    let has_cargo_component = Command::new("cargo")
-        .args(["component", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_cargo_component,
-        "cargo component is not installed: scripts/install-deps.sh installs it"
-    );
+    boulder_tests::require_cargo_component();
     let crate_dir = root().join("tests/tenant-example");
     let target_dir = root().join("target/guests");
     // Exactly the tenant's command; the crate's .cargo/config.toml picks the target.

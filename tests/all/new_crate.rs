@@ -103,14 +103,7 @@ fn try_it(crate_dir: &Path, lib_name: &str, block: &str) {
 
 #[test]
 fn a_new_transform_passes_its_tests_and_builds_with_cargo_component() {
-    let has_cargo_component = Command::new("cargo")
-        .args(["component", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_cargo_component,
-        "cargo component is not installed: scripts/install-deps.sh installs it"
-    );
+    boulder_tests::require_cargo_component();
     let crate_dir = new_crate("component", "ms-to-seconds");
     assert!(
         crate_dir.join("Cargo.lock").is_file(),

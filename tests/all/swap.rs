@@ -26,6 +26,17 @@ fn versioned(n: u8) -> Vec<u8> {
     wasm
 }
 
+/// A test's name (its topic, with `partitions`) and a folder of its own for
+/// component files.
+fn start(prefix: &str, partitions: i32) -> (String, std::path::PathBuf) {
+    require_services();
+    let name = unique(prefix);
+    create_topic(&name, partitions);
+    let dir = root().join("target/test-swap").join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    (name, dir)
+}
+
 /// Replaces `path` as a tenant should: a new file renamed over the old one.
 fn ship(path: &Path, bytes: &[u8]) {
     let new = path.with_extension("new");
@@ -56,11 +67,7 @@ fn running_for(boulder: &Boulder, tenant: &str) -> Vec<String> {
 /// stream; the broken file was refused and counted, the second version running on.
 #[test]
 fn a_component_replaced_twice_under_load_tags_every_point_with_exactly_one_version() {
-    require_services();
-    let name = unique("swap");
-    create_topic(&name, 2);
-    let dir = root().join("target/test-swap").join(&name);
-    std::fs::create_dir_all(&dir).unwrap();
+    let (name, dir) = start("swap", 2);
     let wasm = dir.join("tenant.wasm");
     ship(&wasm, &versioned(1));
     let boulder = Boulder::run(
@@ -178,11 +185,7 @@ fn a_component_replaced_twice_under_load_tags_every_point_with_exactly_one_versi
 /// dead-lettered at `route` while those before it were written.
 #[test]
 fn the_routers_component_is_swapped_live_too() {
-    require_services();
-    let name = unique("reroute");
-    create_topic(&name, 1);
-    let dir = root().join("target/test-swap").join(&name);
-    std::fs::create_dir_all(&dir).unwrap();
+    let (name, dir) = start("reroute", 1);
     let router = dir.join("router.wasm");
     let route = std::fs::read(components().join("route.wasm")).unwrap();
     let keep_all = std::fs::read(components().join("keep-all.wasm")).unwrap();

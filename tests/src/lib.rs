@@ -64,6 +64,18 @@ pub fn components() -> PathBuf {
         .clone()
 }
 
+/// Fails the test, saying how to install it, unless cargo-component is installed.
+pub fn require_cargo_component() {
+    let installed = Command::new("cargo")
+        .args(["component", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        installed,
+        "cargo component is not installed: scripts/install-deps.sh installs it"
+    );
+}
+
 /// Runs a command, panicking with its output if it fails.
 pub fn run_ok(command: &mut Command) -> std::process::Output {
     let output = command
