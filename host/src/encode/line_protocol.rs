@@ -23,6 +23,12 @@ pub enum Unwritable {
     NoFields,
     /// A measurement, tag or field key contains a newline.
     Newline,
+    /// The measurement starts with `#` or a tab: a reader (Boulder's, InfluxDB's)
+    /// takes the line for a comment, or the tab for space before it.
+    MeasurementStart,
+    /// Every writable field's key starts with a tab, which a reader takes for
+    /// part of the space before the fields when it comes first.
+    FieldKeyStart,
 }
 
 impl Unwritable {
@@ -32,6 +38,12 @@ impl Unwritable {
             Unwritable::EmptyMeasurement => "empty measurement",
             Unwritable::NoFields => "no writable field (NaN and Inf cannot be written)",
             Unwritable::Newline => "newline in a measurement, tag or field key",
+            Unwritable::MeasurementStart => {
+                "a measurement starting with '#' or a tab (line protocol reads a comment, or drops the tab)"
+            }
+            Unwritable::FieldKeyStart => {
+                "every field key starts with a tab (line protocol drops it from the first)"
+            }
         }
     }
 }
@@ -125,6 +137,9 @@ fn write_line(point: PointRef<'_>, out: &mut Vec<u8>, strings: Strings) -> Resul
     if measurement.is_empty() {
         return Err(Unwritable::EmptyMeasurement);
     }
+    if measurement.starts_with(['#', '\t']) {
+        return Err(Unwritable::MeasurementStart);
+    }
     write_escaped(out, measurement, &MEASUREMENT, strings)?;
     for (key, value) in point.tags() {
         if key.is_empty() || value.is_empty() {
@@ -135,9 +150,32 @@ fn write_line(point: PointRef<'_>, out: &mut Vec<u8>, strings: Strings) -> Resul
         out.push(b'=');
         write_escaped(out, value, &KEY, strings)?;
     }
+    let writable = |key: &str, value: FieldValue<'_>| {
+        !key.is_empty() && !matches!(value, FieldValue::Float(v) if !v.is_finite())
+    };
+    // A reader skips tabs after the space before the fields, so the first field
+    // written is one whose key does not start with a tab; the order of fields
+    // means nothing to a database.
+    let Some(first) = point
+        .fields()
+        .position(|(key, value)| writable(key, value) && !key.starts_with('\t'))
+    else {
+        return Err(
+            match point.fields().any(|(key, value)| writable(key, value)) {
+                true => Unwritable::FieldKeyStart,
+                false => Unwritable::NoFields,
+            },
+        );
+    };
+    let first_field = point.fields().nth(first);
+    let others = point
+        .fields()
+        .enumerate()
+        .filter(|&(i, _)| i != first)
+        .map(|(_, f)| f);
     let mut separator = b' ';
-    for (key, value) in point.fields() {
-        if key.is_empty() || matches!(value, FieldValue::Float(v) if !v.is_finite()) {
+    for (key, value) in first_field.into_iter().chain(others) {
+        if !writable(key, value) {
             continue;
         }
         out.push(separator);
@@ -145,9 +183,6 @@ fn write_line(point: PointRef<'_>, out: &mut Vec<u8>, strings: Strings) -> Resul
         write_escaped(out, key, &KEY, strings)?;
         out.push(b'=');
         write_value(out, value);
-    }
-    if separator == b' ' {
-        return Err(Unwritable::NoFields);
     }
     out.push(b' ');
     out.extend_from_slice(itoa::Buffer::new().format(point.timestamp_ns()).as_bytes());
@@ -294,6 +329,52 @@ mod tests {
             point_to_line(&b, 0),
             r"my\ measure\,x,tag\ key=a\=b\,c,back\\=sl\ash field\=key=1i 0"
         );
+    }
+
+    /// What a reader would take for something else is written so that it reads
+    /// back the same (found by the round-trip fuzz target), or refused.
+    #[test]
+    fn writes_nothing_a_reader_would_read_otherwise() {
+        let inf = FieldValue::Float(f64::INFINITY);
+        let tabbed = one(
+            "m",
+            &[],
+            &[
+                ("x", inf),
+                ("\tb", FieldValue::Int(1)),
+                ("c", FieldValue::Int(2)),
+            ],
+            5,
+        );
+        assert_eq!(point_to_line(&tabbed, 0), "m c=2i,\tb=1i 5");
+        let mut back = Batch::new();
+        let source = back.source("t", Format::InfluxLine);
+        let text = b"m c=2i,\tb=1i 5";
+        let errors = crate::decode::influx_line::decode(
+            text,
+            crate::decode::Precision::Ns,
+            0,
+            source,
+            &mut back,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(point_to_line(&back, 0), "m c=2i,\tb=1i 5");
+        let mut out = Vec::new();
+        let all_tabbed = one("m", &[], &[("\tb", FieldValue::Int(1))], 5);
+        assert_eq!(
+            write_point(&all_tabbed, 0, &mut out),
+            Err(Unwritable::FieldKeyStart)
+        );
+        for m in ["#m", "\tm"] {
+            let b = one(m, &[], &[("f", FieldValue::Int(1))], 5);
+            assert_eq!(
+                write_point(&b, 0, &mut out),
+                Err(Unwritable::MeasurementStart)
+            );
+        }
+        assert!(out.is_empty());
+        let inner = one("a#b\tc", &[], &[("f", FieldValue::Int(1))], 5);
+        assert_eq!(point_to_line(&inner, 0), "a#b\tc f=1i 5");
     }
 
     #[test]
