@@ -324,3 +324,16 @@ proptest! {
         let _ = decode(input.as_bytes(), Precision::Ns, 0, 0, &mut batch);
     }
 }
+
+/// A tab after the space before the fields is more space, but a tab after a
+/// comma starts the key: so the encoder never writes a tab-led key first.
+#[test]
+fn a_tab_led_field_key_keeps_its_tab_after_a_comma_only() {
+    let (batch, errors) = parse("m c=2i,\tb=1i 5\nm \tb=1i 5");
+    assert!(errors.is_empty(), "{errors:?}");
+    let keys: Vec<Vec<&str>> = (0..batch.len())
+        .map(|i| batch.point(i).fields().map(|(k, _)| k).collect())
+        .collect();
+    assert_eq!(keys, [vec!["c", "\tb"], vec!["b"]]);
+    assert_eq!(lines(&batch)[0], "m c=2i,\tb=1i 5");
+}
