@@ -160,6 +160,16 @@ pub struct TenantConfig {
     pub outputs: Vec<OutputConfig>,
 }
 
+impl TenantConfig {
+    /// The name of output `i`: its own, or `<tenant>-<i + 1>`.
+    pub fn output_name(&self, i: usize) -> String {
+        self.outputs[i]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", self.name, i + 1))
+    }
+}
+
 /// `[kafka]`: the cluster, the consumer group, and librdkafka options.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

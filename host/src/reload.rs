@@ -18,7 +18,7 @@
 //! the watcher's first look still counts.
 
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Routing, Tenant};
+use crate::pipeline::{Pipeline, Tenant};
 use crate::runtime::component::content_hash;
 use crate::runtime::{Chain, Router, Runtime};
 use std::collections::{HashMap, HashSet};
@@ -83,15 +83,20 @@ impl Watcher {
     /// One look at every running component's file; loads what changed.
     fn look(&mut self, pipeline: &Pipeline, runtime: &Runtime) {
         let routing = pipeline.routing();
-        let in_use: HashSet<PathBuf> = files_of(&routing)
-            .map(|(path, _)| path.to_owned())
+        let router = routing.router.as_ref().and_then(|r| r.stage().file());
+        let chains: Vec<_> = routing.tenants.iter().map(|t| t.chain()).collect();
+        let in_use: HashSet<&Path> = router
+            .iter()
+            .copied()
+            .chain(chains.iter().flat_map(|c| c.component_files()))
+            .map(|(path, _)| path)
             .collect();
-        self.files.retain(|path, _| in_use.contains(path));
+        self.files.retain(|path, _| in_use.contains(path.as_path()));
         // The new content of each file that settled since it was last hashed.
-        let mut settled: HashMap<PathBuf, String> = HashMap::new();
+        let mut settled: HashMap<&Path, String> = HashMap::new();
         for path in in_use {
-            let stamp = stamp_of(&path);
-            let watched = self.files.entry(path.clone()).or_default();
+            let stamp = stamp_of(path);
+            let watched = self.files.entry(path.to_owned()).or_default();
             if stamp != watched.last {
                 // Changed since the last look, maybe still being written.
                 watched.last = stamp;
@@ -101,42 +106,24 @@ impl Watcher {
                 continue;
             }
             watched.hashed = stamp;
-            if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(bytes) = std::fs::read(path) {
                 settled.insert(path, content_hash(&bytes));
             }
         }
         let changed = |files: &[(&Path, &str)]| {
             files
                 .iter()
-                .any(|(path, loaded)| settled.get(*path).is_some_and(|now| now != loaded))
+                .any(|(path, loaded)| settled.get(path).is_some_and(|now| now != loaded))
         };
-        if let Some(router) = &routing.router {
-            if changed(&router.stage().file().into_iter().collect::<Vec<_>>()) {
-                reload_router(pipeline, runtime);
-            }
+        if changed(router.as_slice()) {
+            reload_router(pipeline, runtime);
         }
-        for tenant in &routing.tenants {
-            if changed(&tenant.chain().component_files()) {
+        for (tenant, chain) in routing.tenants.iter().zip(&chains) {
+            if changed(&chain.component_files()) {
                 reload_tenant(pipeline, runtime, tenant);
             }
         }
     }
-}
-
-/// Every running component's file, with the hash of what was loaded from it.
-fn files_of(routing: &Routing) -> impl Iterator<Item = (PathBuf, String)> + '_ {
-    let router = routing
-        .router
-        .iter()
-        .filter_map(|r| r.stage().file().map(|(p, h)| (p.to_owned(), h.to_owned())));
-    let tenants = routing.tenants.iter().flat_map(|t| {
-        t.chain()
-            .component_files()
-            .into_iter()
-            .map(|(p, h)| (p.to_owned(), h.to_owned()))
-            .collect::<Vec<_>>()
-    });
-    router.chain(tenants)
 }
 
 /// Loads `tenant`'s chain again and puts it in place, or keeps the running one.

@@ -44,14 +44,9 @@ fn ship(path: &Path, bytes: &[u8]) {
     std::fs::rename(&new, path).unwrap();
 }
 
-/// The `boulder_component_info` series of tenant `ops`, as their sha256 labels.
-fn running(boulder: &Boulder) -> Vec<String> {
-    running_for(boulder, "ops")
-}
-
 /// The `boulder_component_info` series of `tenant` (empty: the router), as their
 /// sha256 labels.
-fn running_for(boulder: &Boulder, tenant: &str) -> Vec<String> {
+fn running(boulder: &Boulder, tenant: &str) -> Vec<String> {
     let (_, text) = boulder.status("/metrics");
     let tenant = format!(r#"tenant="{tenant}""#);
     text.lines()
@@ -59,6 +54,22 @@ fn running_for(boulder: &Boulder, tenant: &str) -> Vec<String> {
         .filter(|l| l.ends_with(" 1"))
         .filter_map(|l| Some(l.split("sha256=\"").nth(1)?.split('"').next()?.to_owned()))
         .collect()
+}
+
+/// Waits until `tenant` runs the one component `wasm`.
+fn wait_running(boulder: &Boulder, tenant: &str, wasm: &[u8]) {
+    let want = [content_hash(wasm)];
+    poll(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match running(boulder, tenant) {
+            r if r == want => Ok(()),
+            r => Err(format!(
+                "{tenant:?} runs {r:?}, not {want:?}\n{}",
+                boulder.log()
+            )),
+        },
+    )
 }
 
 /// A stream of ≥ 100,000 points while the tenant's component is replaced by a
@@ -87,16 +98,7 @@ fn a_component_replaced_twice_under_load_tags_every_point_with_exactly_one_versi
         ),
     );
     let hash = |n: u8| content_hash(&versioned(n));
-    let wait_running = |n: u8| {
-        poll(
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || match running(&boulder) {
-                r if r == [hash(n)] => Ok(()),
-                r => Err(format!("running {r:?}, not version {n}\n{}", boulder.log())),
-            },
-        )
-    };
+    let wait_running = |n: u8| wait_running(&boulder, "ops", &versioned(n));
     wait_running(1);
 
     // The stream: messages of 2,000 points, each point its own millisecond.
@@ -140,7 +142,11 @@ fn a_component_replaced_twice_under_load_tags_every_point_with_exactly_one_versi
         1.0,
         Duration::from_secs(30),
     );
-    assert_eq!(running(&boulder), [hash(2)], "the second version runs on");
+    assert_eq!(
+        running(&boulder, "ops"),
+        [hash(2)],
+        "the second version runs on"
+    );
     written(10_000.0);
     ship(&wasm, &versioned(3));
     wait_running(3);
@@ -214,16 +220,7 @@ fn the_routers_component_is_swapped_live_too() {
         let line = format!("reroute,tenant=ops,test={name} v={v} {}\n", start_ns + v);
         produce(&name, &[("k", line.into_bytes())]);
     };
-    let wait_router = |wasm: &[u8]| {
-        poll(
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || match running_for(&boulder, "") {
-                r if r == [content_hash(wasm)] => Ok(()),
-                r => Err(format!("router runs {r:?}\n{}", boulder.log())),
-            },
-        )
-    };
+    let wait_router = |wasm: &[u8]| wait_running(&boulder, "", wasm);
     wait_router(&route);
     point(1);
     let selector = format!(r#"{{__name__="reroute",test="{name}"}}"#);

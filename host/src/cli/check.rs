@@ -17,7 +17,7 @@ pub fn run(args: ConfigArg) -> Result<()> {
                         eprintln!(
                             "warning: tenant {:?} output {}: token_env {var:?} is not set here; `boulder run` will refuse to start without it",
                             tenant.name,
-                            output.name.clone().unwrap_or_else(|| format!("{}-{}", tenant.name, i + 1))
+                            tenant.output_name(i)
                         );
                     }
                 }

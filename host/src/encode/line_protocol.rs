@@ -137,7 +137,7 @@ fn write_line(point: PointRef<'_>, out: &mut Vec<u8>, strings: Strings) -> Resul
     if measurement.is_empty() {
         return Err(Unwritable::EmptyMeasurement);
     }
-    if measurement.starts_with(['#', '\t']) {
+    if matches!(measurement.as_bytes()[0], b'#' | b'\t') {
         return Err(Unwritable::MeasurementStart);
     }
     write_escaped(out, measurement, &MEASUREMENT, strings)?;
@@ -150,31 +150,9 @@ fn write_line(point: PointRef<'_>, out: &mut Vec<u8>, strings: Strings) -> Resul
         out.push(b'=');
         write_escaped(out, value, &KEY, strings)?;
     }
-    let writable = |key: &str, value: FieldValue<'_>| {
-        !key.is_empty() && !matches!(value, FieldValue::Float(v) if !v.is_finite())
-    };
-    // A reader skips tabs after the space before the fields, so the first field
-    // written is one whose key does not start with a tab; the order of fields
-    // means nothing to a database.
-    let Some(first) = point
-        .fields()
-        .position(|(key, value)| writable(key, value) && !key.starts_with('\t'))
-    else {
-        return Err(
-            match point.fields().any(|(key, value)| writable(key, value)) {
-                true => Unwritable::FieldKeyStart,
-                false => Unwritable::NoFields,
-            },
-        );
-    };
-    let first_field = point.fields().nth(first);
-    let others = point
-        .fields()
-        .enumerate()
-        .filter(|&(i, _)| i != first)
-        .map(|(_, f)| f);
+    let fields_start = out.len();
     let mut separator = b' ';
-    for (key, value) in first_field.into_iter().chain(others) {
+    for (key, value) in point.fields() {
         if !writable(key, value) {
             continue;
         }
@@ -184,9 +162,55 @@ fn write_line(point: PointRef<'_>, out: &mut Vec<u8>, strings: Strings) -> Resul
         out.push(b'=');
         write_value(out, value);
     }
+    // A reader skips tabs after the space before the fields: a first key that
+    // starts with one (escaping leaves tabs alone) must not come first.
+    if out.get(fields_start + 1) == Some(&b'\t') {
+        out.truncate(fields_start);
+        return write_tab_led_last(point, out, strings);
+    }
+    if separator == b' ' {
+        return Err(Unwritable::NoFields);
+    }
+    end_line(point, out);
+    Ok(())
+}
+
+/// Appends the timestamp and the newline.
+fn end_line(point: PointRef<'_>, out: &mut Vec<u8>) {
     out.push(b' ');
     out.extend_from_slice(itoa::Buffer::new().format(point.timestamp_ns()).as_bytes());
     out.push(b'\n');
+}
+
+/// Whether a field can be written: NaN, ±Inf and empty keys cannot.
+#[inline]
+fn writable(key: &str, value: FieldValue<'_>) -> bool {
+    !key.is_empty() && !matches!(value, FieldValue::Float(v) if !v.is_finite())
+}
+
+/// Writes the fields (and the rest of the line) with those whose key starts with
+/// a tab after the others (the order of fields means nothing to a database).
+#[cold]
+fn write_tab_led_last(
+    point: PointRef<'_>,
+    out: &mut Vec<u8>,
+    strings: Strings,
+) -> Result<(), Unwritable> {
+    let fields = || point.fields().filter(|&(k, v)| writable(k, v));
+    let tab_led = |k: &str| k.as_bytes()[0] == b'\t';
+    let others = fields().filter(|(k, _)| !tab_led(k));
+    let mut separator = b' ';
+    for (key, value) in others.chain(fields().filter(|(k, _)| tab_led(k))) {
+        if separator == b' ' && tab_led(key) {
+            return Err(Unwritable::FieldKeyStart);
+        }
+        out.push(separator);
+        separator = b',';
+        write_escaped(out, key, &KEY, strings)?;
+        out.push(b'=');
+        write_value(out, value);
+    }
+    end_line(point, out);
     Ok(())
 }
 

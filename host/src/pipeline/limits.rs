@@ -45,8 +45,6 @@ impl Limit {
 pub struct TenantLimits {
     rate: Option<Mutex<Bucket>>,
     series: Option<Mutex<ActiveSeries>>,
-    /// What happens to points over a limit.
-    pub over_limit: OverLimit,
     limits: Limits,
 }
 
@@ -76,7 +74,6 @@ impl TenantLimits {
                     swept: 0,
                 })
             }),
-            over_limit: limits.over_limit,
             limits: *limits,
         })
     }
@@ -104,35 +101,32 @@ impl TenantLimits {
     /// `max_series` is over `Series` (and takes no token); of the rest, those the
     /// bucket has no token for are over `Rate`.
     pub fn over(&self, batch: &Batch, now: Instant) -> Vec<(usize, Limit)> {
-        let mut over = Vec::new();
-        let mut admitted = batch.len();
+        let mut over: Vec<Option<Limit>> = vec![None; batch.len()];
         if let Some(series) = &self.series {
             let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
             let now_s = series.seconds(now);
             series.sweep_if_due(now_s);
-            for i in 0..batch.len() {
+            for (i, verdict) in over.iter_mut().enumerate() {
                 if !series.admit(series_hash(batch, i), now_s) {
-                    over.push((i, Limit::Series));
+                    *verdict = Some(Limit::Series);
                 }
             }
-            admitted -= over.len();
         }
         if let Some(rate) = &self.rate {
             let mut bucket = rate.lock().unwrap_or_else(|e| e.into_inner());
             bucket.refill(now);
-            let granted = (bucket.tokens.floor() as usize).min(admitted);
-            bucket.tokens -= granted as f64;
-            if granted < admitted {
-                let refused: std::collections::HashSet<usize> = over.iter().map(|o| o.0).collect();
-                let rate_limited = (0..batch.len())
-                    .filter(|i| !refused.contains(i))
-                    .skip(granted)
-                    .map(|i| (i, Limit::Rate));
-                over.extend(rate_limited);
-                over.sort_unstable();
+            for verdict in over.iter_mut().filter(|v| v.is_none()) {
+                if bucket.tokens >= 1.0 {
+                    bucket.tokens -= 1.0;
+                } else {
+                    *verdict = Some(Limit::Rate);
+                }
             }
         }
-        over
+        over.into_iter()
+            .enumerate()
+            .filter_map(|(i, verdict)| Some((i, verdict?)))
+            .collect()
     }
 
     /// The limits that are set.
@@ -146,6 +140,11 @@ impl TenantLimits {
     pub fn active_series(&self) -> Option<usize> {
         let series = self.series.as_ref()?;
         Some(series.lock().unwrap_or_else(|e| e.into_inner()).seen.len())
+    }
+
+    /// What happens to points over a limit.
+    pub fn over_limit(&self) -> OverLimit {
+        self.limits.over_limit
     }
 
     /// Why a point is over `limit`, for its dead letter.

@@ -342,55 +342,47 @@ impl Pipeline {
         if limits.admit_all(routed.len(), now) {
             return Some(routed);
         }
-        let kept = {
-            let batch = routed.batch();
-            let over = limits.over(&batch, now);
-            if let Some(active) = limits.active_series() {
-                self.metrics
-                    .tenant_active_series
-                    .get_or_create(&Metrics::tenant(tenant.name()))
-                    .set(active as i64);
-            }
-            if over.is_empty() {
-                None
-            } else {
-                for limit in [Limit::Rate, Limit::Series] {
-                    let points: Vec<usize> =
-                        over.iter().filter(|o| o.1 == limit).map(|o| o.0).collect();
-                    if points.is_empty() {
-                        continue;
-                    }
-                    let labels = LimitLabels {
-                        tenant: tenant.name().to_owned(),
-                        limit: limit.name().to_owned(),
-                    };
-                    let limited = self.metrics.points_limited.get_or_create(&labels);
-                    limited.inc_by(points.len() as u64);
-                    if limits.over_limit == OverLimit::DeadLetter {
-                        self.dead_letter_batch(
-                            messages,
-                            &batch,
-                            points,
-                            Stage::Limit,
-                            &format!("boulder.limit.{}", limit.name()),
-                            &limits.reason(tenant.name(), limit),
-                            (Some(tenant.name()), ""),
-                        );
-                    }
-                }
-                let mut is_over = vec![false; batch.len()];
-                for (i, _) in &over {
-                    is_over[*i] = true;
-                }
-                let kept: Vec<usize> = (0..batch.len()).filter(|&i| !is_over[i]).collect();
-                Some(batch.select(&kept))
-            }
-        };
-        match kept {
-            None => Some(routed),
-            Some(kept) if kept.is_empty() => None,
-            Some(kept) => Some(Routed::Batch(kept)),
+        let batch = routed.batch();
+        let over = limits.over(&batch, now);
+        if let Some(active) = limits.active_series() {
+            self.metrics
+                .tenant_active_series
+                .get_or_create(&Metrics::tenant(tenant.name()))
+                .set(active as i64);
         }
+        if over.is_empty() {
+            drop(batch);
+            return Some(routed);
+        }
+        for limit in [Limit::Rate, Limit::Series] {
+            let points: Vec<usize> = over.iter().filter(|o| o.1 == limit).map(|o| o.0).collect();
+            if points.is_empty() {
+                continue;
+            }
+            let labels = LimitLabels {
+                tenant: tenant.name().to_owned(),
+                limit: limit.name().to_owned(),
+            };
+            let limited = self.metrics.points_limited.get_or_create(&labels);
+            limited.inc_by(points.len() as u64);
+            if limits.over_limit() == OverLimit::DeadLetter {
+                self.dead_letter_batch(
+                    messages,
+                    &batch,
+                    points,
+                    Stage::Limit,
+                    &format!("boulder.limit.{}", limit.name()),
+                    &limits.reason(tenant.name(), limit),
+                    (Some(tenant.name()), ""),
+                );
+            }
+        }
+        // `over` is in point order: the rest is kept.
+        let mut over = over.iter().map(|o| o.0).peekable();
+        let kept: Vec<usize> = (0..batch.len())
+            .filter(|&i| over.next_if_eq(&i).is_none())
+            .collect();
+        (!kept.is_empty()).then(|| Routed::Batch(batch.select(&kept)))
     }
 
     /// What a tenant's chain made of its points: the rejected dead-lettered or

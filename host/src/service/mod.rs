@@ -230,9 +230,9 @@ impl Writers {
     ) -> Result<Vec<OutputHandle>> {
         let mut outputs = Vec::new();
         for (i, output) in tenant.outputs.iter().enumerate() {
-            let name = output_name(tenant, i);
+            let name = tenant.output_name(i);
             let running = was.and_then(|(config, running)| {
-                let j = (0..config.outputs.len()).find(|&j| output_name(config, j) == name)?;
+                let j = (0..config.outputs.len()).find(|&j| config.output_name(j) == name)?;
                 let handle = running.outputs.iter().find(|h| *h.name == *name)?;
                 (config.outputs[j] == *output).then(|| handle.clone())
             });
@@ -266,14 +266,6 @@ impl Writers {
         }
         Ok(outputs)
     }
-}
-
-/// The name of a tenant's `i`th output: its own, or `<tenant>-<i + 1>`.
-fn output_name(tenant: &TenantConfig, i: usize) -> String {
-    tenant.outputs[i]
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}-{}", tenant.name, i + 1))
 }
 
 async fn send_dead_letters(dlq: Arc<Dlq>, mut rx: mpsc::Receiver<DeadLetter>) {
